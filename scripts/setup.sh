@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Idempotent setup: system packages, the pinned MLX runtime, the mlx-c sources and the
+# test assets. Every download is pinned by version and checked by sha256 (pip
+# --require-hashes, Cargo.lock checksums, scripts/fetch-assets.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+backend="${MLX_BACKEND:-}"
+if [ -z "$backend" ]; then
+  if [ "$(uname -s)" = Darwin ]; then backend=metal; else backend=cpu; fi
+fi
+say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+
+install_system_packages() {
+  if [ "$(uname -s)" = Darwin ]; then
+    command -v brew >/dev/null || { echo "Homebrew is required on macOS (https://brew.sh)"; exit 1; }
+    for pkg in cmake espeak-ng; do brew list "$pkg" >/dev/null 2>&1 || brew install "$pkg"; done
+    return
+  fi
+  local wanted=(cmake libclang-dev libfmt-dev libopenblas0-pthread pkg-config
+                python3 python3-venv python3-pip curl ca-certificates xz-utils
+                espeak-ng sox)
+  local missing=()
+  for pkg in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  command -v apt-get >/dev/null || { echo "install these packages: ${missing[*]}"; exit 1; }
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  say "apt-get install ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_mlx_runtime() {
+  local prefix="target/mlx/$backend"
+  local stamp="$prefix/.installed-$(sha256sum "requirements/mlx-$backend.txt" | cut -c1-16)"
+  [ -f "$stamp" ] && return
+  say "MLX runtime ($backend) into $prefix"
+  rm -rf "$prefix"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+    --target "$prefix" -r "requirements/mlx-$backend.txt"
+  touch "$stamp"
+}
+
+fetch_mlx_c_sources() {
+  # Downloads the registry's mlx-sys 0.7.0 (checksum in the lock file) for its mlx-c.
+  cargo fetch --locked --manifest-path crates/mlx-sys/upstream/Cargo.toml
+}
+
+install_system_packages
+install_mlx_runtime
+fetch_mlx_c_sources
+say "ok (backend: $backend)"
