@@ -1,2 +1,5 @@
 //! steno-e2e: black-box tests and benchmarks against the real `steno` binary, a real
 //! Whisper model and real speech, with word error rate against reference transcripts.
+
+pub mod assets;
+pub mod wer;

@@ -3,3 +3,114 @@
 //! Decodes containers and codecs with symphonia (format sniffed from content, the
 //! filename only a hint), downmixes, resamples to 16 kHz, finds speech with a VAD,
 //! and enforces limits so a hostile upload cannot take unbounded time or memory.
+//!
+//! * [`decode`] — any container/codec symphonia supports → [`Audio`].
+//! * [`decode_raw_pcm_s16le`] — headerless little-endian 16-bit PCM → [`Audio`].
+//! * [`resample_to_16k`] — band-limited resampling of mono `f32` from any rate.
+//! * [`vad`] — energy VAD: [`vad::speech_regions`], [`vad::split_points`], [`vad::is_silent`].
+//!
+//! Sample hygiene, the same for every path: non-finite decoded samples (NaN, ±inf,
+//! possible in float WAV) are replaced by 0 before any filtering, and the 16 kHz
+//! output is clamped to [-1, 1] (float sources may exceed full scale, and the
+//! resampler can overshoot slightly on clipped input).
+
+mod decode;
+mod error;
+mod resample;
+pub mod vad;
+
+#[cfg(test)]
+mod decode_tests;
+#[cfg(test)]
+mod testutil;
+
+pub use decode::{decode, decode_raw_pcm_s16le};
+pub use error::AudioError;
+pub use resample::resample_to_16k;
+
+/// The sample rate of every [`Audio`] this crate returns, and what [`vad`] assumes.
+pub const SAMPLE_RATE: u32 = 16_000;
+
+/// Lowest source sample rate accepted (Hz); below this a header is nonsense.
+pub const MIN_SOURCE_RATE: u32 = 1_000;
+/// Highest source sample rate accepted (Hz).
+pub const MAX_SOURCE_RATE: u32 = 384_000;
+/// Most channels accepted in one stream.
+pub const MAX_CHANNELS: u16 = 32;
+
+/// Decoded audio, ready for log-mel: mono, [`SAMPLE_RATE`] Hz, samples in [-1, 1].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audio {
+    /// Mono samples at 16 kHz, each in [-1, 1].
+    pub samples: Vec<f32>,
+    /// Sample rate of the source stream (the first one, if it changed mid-stream).
+    pub source_rate: u32,
+    /// Channel count of the source stream (the first decoded packet's).
+    pub source_channels: u16,
+    /// Duration of the decoded audio in seconds, measured at the source rate.
+    pub duration_seconds: f64,
+}
+
+/// Bounds on the work one upload may cause. Every bound is checked before or while
+/// decoding, so a hostile file fails fast with a typed [`AudioError`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest accepted upload in bytes ([`AudioError::TooLarge`] above). Default 25 MiB,
+    /// OpenAI's limit.
+    pub max_bytes: usize,
+    /// Longest accepted audio in seconds ([`AudioError::TooLong`] above). Checked against the
+    /// declared length up front where the container has one, and against decoded samples as
+    /// they arrive. Default 3 hours.
+    pub max_duration_seconds: f64,
+    /// Decoding budget in samples (all channels, at the source rate) per second of
+    /// `max_duration_seconds`. Default 96 000: 48 kHz stereo gets the full duration; streams
+    /// with more channels or a higher rate get proportionally less (e.g. 6 ch × 48 kHz gets a
+    /// third), reported as [`AudioError::TooLong`] with that smaller limit. This is what bounds
+    /// the work a tiny, highly compressible file declaring 384 kHz × 8 channels could cause.
+    pub max_samples_per_second: u32,
+    /// Packets that fail to demux or decode before the upload is rejected as
+    /// [`AudioError::Corrupt`]; a few bad frames in a long file are skipped. Default 100.
+    pub max_decode_errors: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 26_214_400,
+            max_duration_seconds: 3.0 * 3600.0,
+            max_samples_per_second: 96_000,
+            max_decode_errors: 100,
+        }
+    }
+}
+
+impl Limits {
+    /// Rejects settings that would disable the bounds by accident (NaN, zero, negative).
+    pub fn validate(&self) -> Result<(), AudioError> {
+        if !(self.max_duration_seconds.is_finite() && self.max_duration_seconds > 0.0) {
+            return Err(AudioError::InvalidParameter(format!(
+                "max_duration_seconds must be a positive number of seconds, got {}",
+                self.max_duration_seconds
+            )));
+        }
+        if self.max_bytes == 0 {
+            return Err(AudioError::InvalidParameter(
+                "max_bytes must be at least 1".into(),
+            ));
+        }
+        if self.max_samples_per_second == 0 {
+            return Err(AudioError::InvalidParameter(
+                "max_samples_per_second must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The duration limit for a stream of `rate` Hz × `channels`: `max_duration_seconds`,
+    /// lowered where the stream would exceed the per-second sample budget.
+    pub fn effective_max_seconds(&self, rate: u32, channels: u16) -> f64 {
+        let per_second = f64::from(rate) * f64::from(channels.max(1));
+        let budget = f64::from(self.max_samples_per_second) * self.max_duration_seconds;
+        self.max_duration_seconds.min(budget / per_second)
+    }
+}

@@ -3,3 +3,5 @@
 //! Multipart parsing and limits, OpenAI request/response types and formats (json,
 //! text, srt, vtt, verbose_json, SSE), auth, configuration, metrics and the OpenAPI
 //! document; `steno serve` and `steno transcribe`.
+
+pub mod formats;

@@ -8,8 +8,24 @@
 
 pub mod config;
 pub mod ct2;
+pub mod decoding;
 pub mod error;
+pub mod load;
 pub mod mel;
+pub mod model;
 pub mod tokenizer;
+pub mod transcribe;
 
 pub use error::{Result, WhisperError};
+pub use load::LoadOptions;
+pub use tokenizer::Task;
+pub use transcribe::{JobEvent, JobId, Mode, Scheduler, Segment, TranscribeOptions, Transcript};
+
+/// A loaded model with everything needed to transcribe with it.
+pub struct Whisper {
+    pub model: model::WhisperModel,
+    pub tokenizer: tokenizer::Tokenizer,
+    pub mel_filters: mel::MelFilters,
+    /// (decoder layer, head) pairs whose cross-attention aligns words with audio.
+    pub alignment_heads: Vec<(usize, usize)>,
+}

@@ -1,0 +1,556 @@
+//! Upload bytes → mono 16 kHz: probe, demux, decode, downmix, resample, under [`Limits`].
+
+use std::io::Cursor;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use symphonia::core::audio::{AudioBuffer, AudioBufferRef, Signal};
+use symphonia::core::codecs::{self, CodecType, DecoderOptions};
+use symphonia::core::conv::IntoSample;
+use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::{FormatOptions, Track};
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+use symphonia::core::sample::Sample;
+
+use crate::resample::{check_rate, Resampler};
+use crate::{Audio, AudioError, Limits, MAX_CHANNELS, SAMPLE_RATE};
+
+/// What to tell a client whose file we cannot read at all.
+const SUPPORTED_FORMATS: &str = "send WAV (PCM, float, A-law, µ-law, ADPCM), FLAC, MP3, \
+     M4A/MP4 (AAC-LC, ALAC), Ogg Vorbis, WebM/Matroska (Vorbis, FLAC, AAC), AIFF or CAF";
+
+/// Raw PCM is converted this many frames at a time.
+const RAW_CHUNK_FRAMES: usize = 1 << 16;
+
+/// Decodes an uploaded audio file to mono 16 kHz `f32`.
+///
+/// The container is found by sniffing the content; `hint` (a filename, extension or MIME
+/// type) only improves error messages. The first audio track is decoded, every channel
+/// averaged into one, and the result resampled to 16 kHz with a band-limited filter.
+///
+/// Bounded work: the byte size is checked first, then the duration the header declares
+/// (where there is one), then decoded samples as they arrive; decoding stops at the first
+/// limit crossed. Damaged packets are skipped up to [`Limits::max_decode_errors`]. A file
+/// that ends early (truncated upload) yields the audio it does contain. A PCM header that
+/// declares more data than the upload holds — the placeholder length streaming encoders
+/// such as `ffmpeg … -f wav -` write — is not trusted; the real length is enforced while
+/// decoding. A panic inside a decoder on malformed input becomes [`AudioError::Corrupt`].
+pub fn decode(bytes: &[u8], hint: Option<&str>, limits: &Limits) -> Result<Audio, AudioError> {
+    limits.validate()?;
+    if bytes.is_empty() {
+        return Err(AudioError::Empty);
+    }
+    check_size(bytes.len(), limits)?;
+    let hint = hint.map(str::trim).filter(|h| !h.is_empty());
+    catch_unwind(AssertUnwindSafe(|| decode_container(bytes, hint, limits))).unwrap_or_else(|_| {
+        Err(AudioError::Corrupt(
+            "the decoder failed on malformed data".into(),
+        ))
+    })
+}
+
+/// Converts headerless signed 16-bit little-endian PCM (interleaved when `channels > 1`;
+/// `None` means mono) to mono 16 kHz `f32`, under the same limits as [`decode`].
+pub fn decode_raw_pcm_s16le(
+    bytes: &[u8],
+    sample_rate: u32,
+    channels: Option<u16>,
+    limits: &Limits,
+) -> Result<Audio, AudioError> {
+    limits.validate()?;
+    check_rate(sample_rate).map_err(AudioError::InvalidParameter)?;
+    let channels = channels.unwrap_or(1);
+    if channels == 0 || channels > MAX_CHANNELS {
+        return Err(AudioError::InvalidParameter(format!(
+            "channel count must be between 1 and {MAX_CHANNELS}, got {channels}"
+        )));
+    }
+    if bytes.is_empty() {
+        return Err(AudioError::Empty);
+    }
+    check_size(bytes.len(), limits)?;
+    let frame_bytes = 2 * usize::from(channels);
+    if bytes.len() % frame_bytes != 0 {
+        return Err(AudioError::Corrupt(format!(
+            "raw 16-bit PCM of {} bytes is not a whole number of {channels}-channel frames \
+             ({frame_bytes} bytes each); check the channel count",
+            bytes.len()
+        )));
+    }
+    let frames = bytes.len() / frame_bytes;
+    let seconds = frames as f64 / f64::from(sample_rate);
+    let limit = limits.effective_max_seconds(sample_rate, channels);
+    if seconds > limit {
+        return Err(AudioError::TooLong { seconds, limit });
+    }
+
+    let mut sink = MonoSink::new(sample_rate, frames);
+    let mut mono = Vec::with_capacity(RAW_CHUNK_FRAMES);
+    for chunk in bytes.chunks(RAW_CHUNK_FRAMES * frame_bytes) {
+        mono.clear();
+        let scale = 1.0 / (32768.0 * f32::from(channels));
+        mono.extend(chunk.chunks_exact(frame_bytes).map(|frame| {
+            let sum: i32 = frame
+                .chunks_exact(2)
+                .map(|s| i32::from(i16::from_le_bytes([s[0], s[1]])))
+                .sum();
+            sum as f32 * scale
+        }));
+        sink.push(&mono);
+    }
+    Ok(Audio {
+        samples: sink.finish(),
+        source_rate: sample_rate,
+        source_channels: channels,
+        duration_seconds: seconds,
+    })
+}
+
+fn check_size(bytes: usize, limits: &Limits) -> Result<(), AudioError> {
+    if bytes > limits.max_bytes {
+        Err(AudioError::TooLarge {
+            bytes,
+            limit: limits.max_bytes,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+fn decode_container(
+    bytes: &[u8],
+    hint: Option<&str>,
+    limits: &Limits,
+) -> Result<Audio, AudioError> {
+    // symphonia wants an owned 'static source; one copy of at most `max_bytes` is cheap
+    // next to decoding.
+    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
+    let format_options = FormatOptions {
+        enable_gapless: true,
+        ..Default::default()
+    };
+    let probed = symphonia::default::get_probe()
+        .format(
+            &symphonia_hint(hint),
+            source,
+            &format_options,
+            &MetadataOptions::default(),
+        )
+        .map_err(|e| probe_error(e, hint))?;
+    let mut format = probed.format;
+
+    let track = format
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != codecs::CODEC_TYPE_NULL)
+        .cloned()
+        .ok_or_else(|| {
+            AudioError::Unsupported(format!(
+                "the file contains no audio track; {SUPPORTED_FORMATS}"
+            ))
+        })?;
+    let track_id = track.id;
+    check_declared_stream(&track, bytes.len(), limits)?;
+    let mut decoder = symphonia::default::get_codecs()
+        .make(&track.codec_params, &DecoderOptions::default())
+        .map_err(|e| codec_error(e, track.codec_params.codec))?;
+
+    // A packet carries at least a byte of the upload, so more packets than bytes means a
+    // demuxer going round in circles on hostile input.
+    let max_packets = bytes.len() as u64 + 10_000;
+    let max_channel_samples =
+        f64::from(limits.max_samples_per_second) * limits.max_duration_seconds;
+    let mut packets = 0u64;
+    let mut errors = 0u32;
+    let mut first_error: Option<String> = None;
+    // Duration as whole frames over the rate (exact), summed over rate changes.
+    let mut seconds = 0f64;
+    let mut seconds_before_rate_change = 0f64;
+    let mut frames_at_current_rate = 0u64;
+    let mut current_rate = 0u32;
+    let mut channel_samples = 0f64;
+    let mut source: Option<(u32, u16)> = None;
+    let mut sink: Option<MonoSink> = None;
+    let mut mono = Vec::new();
+
+    let mut record_error = |message: String| -> Result<(), AudioError> {
+        errors += 1;
+        let first = first_error.get_or_insert(message);
+        if errors > limits.max_decode_errors {
+            return Err(AudioError::Corrupt(format!(
+                "more than {} damaged packets (first: {first})",
+                limits.max_decode_errors
+            )));
+        }
+        Ok(())
+    };
+
+    loop {
+        if packets >= max_packets {
+            return Err(AudioError::Corrupt(
+                "the container yields more packets than it has bytes".into(),
+            ));
+        }
+        let packet = match format.next_packet() {
+            Ok(packet) => packet,
+            // End of stream, or of a truncated upload: keep what was decoded.
+            Err(SymphoniaError::IoError(_)) => break,
+            // A chained stream (new Ogg logical stream) with new parameters: stop at the first.
+            Err(SymphoniaError::ResetRequired) => {
+                tracing::debug!(
+                    "stream parameters changed mid-file; decoding the first stream only"
+                );
+                break;
+            }
+            Err(SymphoniaError::DecodeError(message)) => {
+                record_error(format!("demuxing: {message}"))?;
+                packets += 1;
+                continue;
+            }
+            Err(other) if sink.is_some() => {
+                tracing::debug!(error = %other, "stopping at a demuxer error after decoding audio");
+                break;
+            }
+            Err(other) => return Err(stream_error(other)),
+        };
+        packets += 1;
+        if packet.track_id() != track_id {
+            continue;
+        }
+        let decoded = match decoder.decode(&packet) {
+            Ok(decoded) => decoded,
+            Err(SymphoniaError::DecodeError(message)) => {
+                record_error(message.to_string())?;
+                continue;
+            }
+            Err(SymphoniaError::IoError(error)) => {
+                record_error(format!("packet ends early ({error})"))?;
+                continue;
+            }
+            Err(SymphoniaError::ResetRequired) => {
+                decoder.reset();
+                record_error("decoder reset required".into())?;
+                continue;
+            }
+            Err(other) => return Err(stream_error(other)),
+        };
+
+        let spec = *decoded.spec();
+        let channels = spec.channels.count();
+        if channels == 0 {
+            return Err(AudioError::Corrupt("the stream declares 0 channels".into()));
+        }
+        if channels > usize::from(MAX_CHANNELS) {
+            return Err(AudioError::Unsupported(format!(
+                "{channels} channels; at most {MAX_CHANNELS} are supported"
+            )));
+        }
+        check_rate(spec.rate).map_err(AudioError::Unsupported)?;
+        let frames = decoded.frames();
+        if frames == 0 {
+            continue;
+        }
+        let channels = channels as u16;
+        source.get_or_insert((spec.rate, channels));
+
+        if current_rate != 0 && spec.rate != current_rate {
+            seconds_before_rate_change += frames_at_current_rate as f64 / f64::from(current_rate);
+            frames_at_current_rate = 0;
+        }
+        current_rate = spec.rate;
+        frames_at_current_rate += frames as u64;
+        seconds = seconds_before_rate_change + frames_at_current_rate as f64 / f64::from(spec.rate);
+        channel_samples += frames as f64 * f64::from(channels);
+        if seconds > limits.max_duration_seconds || channel_samples > max_channel_samples {
+            return Err(AudioError::TooLong {
+                seconds,
+                limit: limits.effective_max_seconds(spec.rate, channels),
+            });
+        }
+
+        downmix(&decoded, &mut mono);
+        let declared = track.codec_params.n_frames.unwrap_or(0) as usize;
+        match &mut sink {
+            Some(sink) => sink.switch_rate(spec.rate),
+            None => sink = Some(MonoSink::new(spec.rate, declared)),
+        }
+        sink.as_mut().expect("sink was just set").push(&mono);
+    }
+
+    let (Some((source_rate, source_channels)), Some(sink)) = (source, sink) else {
+        return Err(match first_error {
+            Some(error) => AudioError::Corrupt(format!("no audio could be decoded ({error})")),
+            None => AudioError::Empty,
+        });
+    };
+    if errors > 0 {
+        tracing::debug!(errors, first = ?first_error, "skipped damaged packets");
+    }
+    Ok(Audio {
+        samples: sink.finish(),
+        source_rate,
+        source_channels,
+        duration_seconds: seconds,
+    })
+}
+
+/// Up-front checks on what the container declares, before any decoding work.
+fn check_declared_stream(
+    track: &Track,
+    upload_bytes: usize,
+    limits: &Limits,
+) -> Result<(), AudioError> {
+    let params = &track.codec_params;
+    let channels = params.channels.map(|c| c.count());
+    if channels == Some(0) {
+        return Err(AudioError::Corrupt("the stream declares 0 channels".into()));
+    }
+    if let Some(count) = channels.filter(|&c| c > usize::from(MAX_CHANNELS)) {
+        return Err(AudioError::Unsupported(format!(
+            "{count} channels; at most {MAX_CHANNELS} are supported"
+        )));
+    }
+    if let Some(rate) = params.sample_rate {
+        check_rate(rate).map_err(AudioError::Unsupported)?;
+    }
+    let (Some(frames), Some(rate)) = (params.n_frames, params.sample_rate) else {
+        return Ok(());
+    };
+    let channels = channels.unwrap_or(1) as u16;
+    let seconds = frames as f64 / f64::from(rate);
+    let limit = limits.effective_max_seconds(rate, channels);
+    // Uncompressed data needs at least 4 bits (ADPCM) per sample; a PCM header declaring
+    // more than the upload could hold is a streaming placeholder or a truncated file, not a
+    // length to reject on. Counting decoded samples enforces the limit instead.
+    let placeholder = is_uncompressed(params.codec)
+        && (frames as f64) * f64::from(channels) / 2.0 > upload_bytes as f64;
+    if seconds > limit && !placeholder {
+        return Err(AudioError::TooLong { seconds, limit });
+    }
+    Ok(())
+}
+
+fn is_uncompressed(codec: CodecType) -> bool {
+    use codecs::*;
+    const UNCOMPRESSED: [CodecType; 44] = [
+        CODEC_TYPE_PCM_S32LE,
+        CODEC_TYPE_PCM_S32LE_PLANAR,
+        CODEC_TYPE_PCM_S32BE,
+        CODEC_TYPE_PCM_S32BE_PLANAR,
+        CODEC_TYPE_PCM_S24LE,
+        CODEC_TYPE_PCM_S24LE_PLANAR,
+        CODEC_TYPE_PCM_S24BE,
+        CODEC_TYPE_PCM_S24BE_PLANAR,
+        CODEC_TYPE_PCM_S16LE,
+        CODEC_TYPE_PCM_S16LE_PLANAR,
+        CODEC_TYPE_PCM_S16BE,
+        CODEC_TYPE_PCM_S16BE_PLANAR,
+        CODEC_TYPE_PCM_S8,
+        CODEC_TYPE_PCM_S8_PLANAR,
+        CODEC_TYPE_PCM_U32LE,
+        CODEC_TYPE_PCM_U32LE_PLANAR,
+        CODEC_TYPE_PCM_U32BE,
+        CODEC_TYPE_PCM_U32BE_PLANAR,
+        CODEC_TYPE_PCM_U24LE,
+        CODEC_TYPE_PCM_U24LE_PLANAR,
+        CODEC_TYPE_PCM_U24BE,
+        CODEC_TYPE_PCM_U24BE_PLANAR,
+        CODEC_TYPE_PCM_U16LE,
+        CODEC_TYPE_PCM_U16LE_PLANAR,
+        CODEC_TYPE_PCM_U16BE,
+        CODEC_TYPE_PCM_U16BE_PLANAR,
+        CODEC_TYPE_PCM_U8,
+        CODEC_TYPE_PCM_U8_PLANAR,
+        CODEC_TYPE_PCM_F32LE,
+        CODEC_TYPE_PCM_F32LE_PLANAR,
+        CODEC_TYPE_PCM_F32BE,
+        CODEC_TYPE_PCM_F32BE_PLANAR,
+        CODEC_TYPE_PCM_F64LE,
+        CODEC_TYPE_PCM_F64LE_PLANAR,
+        CODEC_TYPE_PCM_F64BE,
+        CODEC_TYPE_PCM_F64BE_PLANAR,
+        CODEC_TYPE_PCM_ALAW,
+        CODEC_TYPE_PCM_MULAW,
+        CODEC_TYPE_ADPCM_G722,
+        CODEC_TYPE_ADPCM_G726,
+        CODEC_TYPE_ADPCM_G726LE,
+        CODEC_TYPE_ADPCM_MS,
+        CODEC_TYPE_ADPCM_IMA_WAV,
+        CODEC_TYPE_ADPCM_IMA_QT,
+    ];
+    UNCOMPRESSED.contains(&codec)
+}
+
+fn symphonia_hint(hint: Option<&str>) -> Hint {
+    let mut out = Hint::new();
+    if let Some(hint) = hint {
+        if hint.contains('/') {
+            out.mime_type(hint.split(';').next().unwrap_or(hint).trim());
+        } else {
+            let extension = hint.rsplit('.').next().unwrap_or(hint);
+            out.with_extension(&extension.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+fn probe_error(error: SymphoniaError, hint: Option<&str>) -> AudioError {
+    let named = hint
+        .map(|h| format!(" (uploaded as '{h}')"))
+        .unwrap_or_default();
+    match error {
+        SymphoniaError::Unsupported(_) => AudioError::Unsupported(format!(
+            "the file is not in a recognised audio format{named}; {SUPPORTED_FORMATS}"
+        )),
+        SymphoniaError::IoError(_) => AudioError::Corrupt(format!(
+            "the file ends before its header is complete{named}; the upload may be truncated"
+        )),
+        other => AudioError::Corrupt(format!("invalid audio header{named}: {other}")),
+    }
+}
+
+fn codec_error(error: SymphoniaError, codec: CodecType) -> AudioError {
+    match error {
+        SymphoniaError::Unsupported(_) => {
+            let name = codec_name(codec);
+            AudioError::Unsupported(format!(
+                "the {name} codec is not supported; convert the file, or {SUPPORTED_FORMATS}"
+            ))
+        }
+        other => AudioError::Corrupt(format!("invalid codec parameters: {other}")),
+    }
+}
+
+fn stream_error(error: SymphoniaError) -> AudioError {
+    match error {
+        SymphoniaError::Unsupported(message) => {
+            AudioError::Unsupported(format!("{message}; {SUPPORTED_FORMATS}"))
+        }
+        other => AudioError::Corrupt(other.to_string()),
+    }
+}
+
+fn codec_name(codec: CodecType) -> String {
+    if let Some(descriptor) = symphonia::default::get_codecs().get_codec(codec) {
+        return descriptor.long_name.to_string();
+    }
+    let name = match codec {
+        codecs::CODEC_TYPE_OPUS => "Opus",
+        codecs::CODEC_TYPE_SPEEX => "Speex",
+        codecs::CODEC_TYPE_WMA => "WMA",
+        codecs::CODEC_TYPE_EAC3 => "E-AC-3",
+        codecs::CODEC_TYPE_AC4 => "AC-4",
+        codecs::CODEC_TYPE_DCA => "DTS",
+        codecs::CODEC_TYPE_MUSEPACK => "Musepack",
+        codecs::CODEC_TYPE_WAVPACK => "WavPack",
+        codecs::CODEC_TYPE_MONKEYS_AUDIO => "Monkey's Audio",
+        codecs::CODEC_TYPE_TTA => "TTA",
+        codecs::CODEC_TYPE_ATRAC1
+        | codecs::CODEC_TYPE_ATRAC3
+        | codecs::CODEC_TYPE_ATRAC3PLUS
+        | codecs::CODEC_TYPE_ATRAC9 => "ATRAC",
+        codecs::CODEC_TYPE_ADPCM_G722
+        | codecs::CODEC_TYPE_ADPCM_G726
+        | codecs::CODEC_TYPE_ADPCM_G726LE => "G.722/G.726 ADPCM",
+        other => return format!("audio codec {other}"),
+    };
+    name.to_string()
+}
+
+/// Averages every channel of `decoded` into `mono` (replacing its contents), as `f32`,
+/// with non-finite samples replaced by 0 before they can spread through the filter.
+fn downmix(decoded: &AudioBufferRef<'_>, mono: &mut Vec<f32>) {
+    match decoded {
+        AudioBufferRef::U8(b) => downmix_planes(b, mono),
+        AudioBufferRef::U16(b) => downmix_planes(b, mono),
+        AudioBufferRef::U24(b) => downmix_planes(b, mono),
+        AudioBufferRef::U32(b) => downmix_planes(b, mono),
+        AudioBufferRef::S8(b) => downmix_planes(b, mono),
+        AudioBufferRef::S16(b) => downmix_planes(b, mono),
+        AudioBufferRef::S24(b) => downmix_planes(b, mono),
+        AudioBufferRef::S32(b) => downmix_planes(b, mono),
+        AudioBufferRef::F32(b) => downmix_planes(b, mono),
+        AudioBufferRef::F64(b) => downmix_planes(b, mono),
+    }
+}
+
+fn downmix_planes<S: Sample + IntoSample<f32>>(buffer: &AudioBuffer<S>, mono: &mut Vec<f32>) {
+    let planes = buffer.planes();
+    let planes = planes.planes();
+    let frames = buffer.frames();
+    let finite = |s: S| {
+        let v: f32 = s.into_sample();
+        if v.is_finite() {
+            v
+        } else {
+            0.0
+        }
+    };
+    mono.clear();
+    mono.extend(planes[0][..frames].iter().map(|&s| finite(s)));
+    if planes.len() > 1 {
+        for plane in &planes[1..] {
+            for (m, &s) in mono.iter_mut().zip(&plane[..frames]) {
+                *m += finite(s);
+            }
+        }
+        let scale = 1.0 / planes.len() as f32;
+        for m in mono.iter_mut() {
+            *m *= scale;
+        }
+    }
+}
+
+/// Collects mono audio at the source rate into 16 kHz output; restarts the resampler if
+/// the source rate changes mid-stream.
+struct MonoSink {
+    rate: u32,
+    resampler: Option<Resampler>,
+    out: Vec<f32>,
+}
+
+impl MonoSink {
+    /// `expected_frames` (at `rate`) only sizes the first allocation, capped so a lying
+    /// header cannot reserve memory.
+    fn new(rate: u32, expected_frames: usize) -> Self {
+        let expected = (expected_frames as u64 * u64::from(SAMPLE_RATE) / u64::from(rate)) as usize;
+        MonoSink {
+            rate,
+            resampler: (rate != SAMPLE_RATE).then(|| Resampler::new(rate, SAMPLE_RATE)),
+            out: Vec::with_capacity(expected.min(10 * 60 * SAMPLE_RATE as usize)),
+        }
+    }
+
+    fn switch_rate(&mut self, rate: u32) {
+        if rate != self.rate {
+            tracing::debug!(
+                from = self.rate,
+                to = rate,
+                "sample rate changed mid-stream"
+            );
+            if let Some(resampler) = self.resampler.take() {
+                resampler.finish(&mut self.out);
+            }
+            self.rate = rate;
+            self.resampler = (rate != SAMPLE_RATE).then(|| Resampler::new(rate, SAMPLE_RATE));
+        }
+    }
+
+    fn push(&mut self, mono: &[f32]) {
+        match &mut self.resampler {
+            Some(resampler) => resampler.push(mono, &mut self.out),
+            None => self.out.extend_from_slice(mono),
+        }
+    }
+
+    fn finish(mut self) -> Vec<f32> {
+        if let Some(resampler) = self.resampler.take() {
+            resampler.finish(&mut self.out);
+        }
+        for s in &mut self.out {
+            *s = s.clamp(-1.0, 1.0);
+        }
+        self.out
+    }
+}

@@ -1,0 +1,568 @@
+//! The Whisper encoder and decoder on mlx-rs.
+//!
+//! Layout is channels-last as in mlx-examples: mel windows enter as
+//! `[batch, frames, n_mels]`, hidden states are `[batch, time, state]`. Weights keep
+//! OpenAI's names and PyTorch shapes (linear `[out, in]`, conv `[out, in, kernel]`)
+//! in [`Weights`]; conv kernels are transposed to MLX's `[out, kernel, in]` once at
+//! load. Linear layers multiply by the transposed view, which MLX hands to BLAS as a
+//! transpose flag rather than a copy.
+
+use std::collections::HashMap;
+
+use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
+use mlx_rs::ops::{self, indexing::TryIndexOp};
+use mlx_rs::{Array, Dtype};
+
+use crate::config::ModelDims;
+use crate::error::{Result, WhisperError};
+
+/// Weights by canonical (OpenAI) parameter name.
+pub type Weights = HashMap<String, Array>;
+
+/// Takes named tensors out of a weight map, with errors that name what is missing.
+pub(crate) struct WeightTaker<'a> {
+    weights: &'a mut Weights,
+    dtype: Dtype,
+    source: &'a std::path::Path,
+}
+
+impl<'a> WeightTaker<'a> {
+    pub(crate) fn new(weights: &'a mut Weights, dtype: Dtype, source: &'a std::path::Path) -> Self {
+        Self {
+            weights,
+            dtype,
+            source,
+        }
+    }
+
+    fn raw(&mut self, name: &str) -> Result<Array> {
+        self.weights
+            .remove(name)
+            .ok_or_else(|| WhisperError::MissingTensor {
+                path: self.source.to_path_buf(),
+                name: name.to_string(),
+            })
+    }
+
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Array> {
+        let array = self.raw(name)?;
+        let actual: Vec<usize> = array.shape().iter().map(|&d| d as usize).collect();
+        if actual != shape {
+            return Err(WhisperError::ShapeMismatch {
+                path: self.source.to_path_buf(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                actual,
+            });
+        }
+        Ok(array.as_dtype(self.dtype)?)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.weights.contains_key(name)
+    }
+
+    fn linear(
+        &mut self,
+        prefix: &str,
+        inputs: usize,
+        outputs: usize,
+        bias: bool,
+    ) -> Result<Linear> {
+        let bias = if bias {
+            Some(self.take(&format!("{prefix}.bias"), &[outputs])?)
+        } else {
+            None
+        };
+        if self.has(&format!("{prefix}.scales")) {
+            return self.quantized_linear(prefix, inputs, outputs, bias);
+        }
+        let weight = self.take(&format!("{prefix}.weight"), &[outputs, inputs])?;
+        Ok(Linear {
+            weight: LinearWeight::Dense(weight),
+            bias,
+        })
+    }
+
+    fn quantized_linear(
+        &mut self,
+        prefix: &str,
+        inputs: usize,
+        outputs: usize,
+        bias: Option<Array>,
+    ) -> Result<Linear> {
+        let weight = self.raw(&format!("{prefix}.weight"))?;
+        let scales = self.raw(&format!("{prefix}.scales"))?;
+        let biases = self.raw(&format!("{prefix}.biases"))?;
+        let packed = weight.shape().last().copied().unwrap_or(0) as usize;
+        let groups = scales.shape().last().copied().unwrap_or(0) as usize;
+        if packed == 0 || groups == 0 || weight.shape()[0] as usize != outputs {
+            return Err(self.bad(prefix, "quantized weight has an unexpected shape"));
+        }
+        let bits = 32 * packed / inputs;
+        let group_size = inputs / groups;
+        if !matches!(bits, 2 | 3 | 4 | 5 | 6 | 8) || group_size * groups != inputs {
+            return Err(self.bad(prefix, "cannot infer quantization bits/group size"));
+        }
+        Ok(Linear {
+            weight: LinearWeight::Quantized {
+                weight,
+                scales: scales.as_dtype(self.dtype)?,
+                biases: biases.as_dtype(self.dtype)?,
+                group_size: group_size as i32,
+                bits: bits as i32,
+            },
+            bias,
+        })
+    }
+
+    fn bad(&self, name: &str, detail: &str) -> WhisperError {
+        WhisperError::InvalidModel {
+            path: self.source.to_path_buf(),
+            detail: format!("{name}: {detail}"),
+        }
+    }
+
+    fn layer_norm(&mut self, prefix: &str, state: usize) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: self.take(&format!("{prefix}.weight"), &[state])?,
+            bias: self.take(&format!("{prefix}.bias"), &[state])?,
+        })
+    }
+
+    /// An embedding table `[rows, state]`, dequantized if stored quantized.
+    fn embedding(&mut self, name: &str, rows: usize, state: usize) -> Result<Array> {
+        let prefix = name.trim_end_matches(".weight");
+        if self.has(&format!("{prefix}.scales")) {
+            let linear = self.quantized_linear(prefix, state, rows, None)?;
+            if let LinearWeight::Quantized {
+                weight,
+                scales,
+                biases,
+                group_size,
+                bits,
+            } = linear.weight
+            {
+                return Ok(
+                    ops::dequantize(&weight, &scales, &biases, group_size, bits)?
+                        .as_dtype(self.dtype)?,
+                );
+            }
+        }
+        self.take(name, &[rows, state])
+    }
+
+    fn conv(&mut self, prefix: &str, out: usize, inputs: usize) -> Result<(Array, Array)> {
+        let weight = self.take(&format!("{prefix}.weight"), &[out, inputs, 3])?;
+        // PyTorch [out, in, kernel] → MLX [out, kernel, in].
+        let weight = weight.transpose_axes(&[0, 2, 1])?;
+        let bias = self.take(&format!("{prefix}.bias"), &[out])?;
+        Ok((weight, bias))
+    }
+}
+
+enum LinearWeight {
+    Dense(Array),
+    Quantized {
+        weight: Array,
+        scales: Array,
+        biases: Array,
+        group_size: i32,
+        bits: i32,
+    },
+}
+
+pub struct Linear {
+    weight: LinearWeight,
+    bias: Option<Array>,
+}
+
+impl Linear {
+    fn dense_weight<'a>(&'a self, out: &mut Vec<&'a Array>) {
+        if let LinearWeight::Dense(w) = &self.weight {
+            out.push(w);
+        }
+    }
+
+    fn forward(&self, x: &Array) -> Result<Array> {
+        let y = match &self.weight {
+            LinearWeight::Dense(w) => x.matmul(w.t())?,
+            LinearWeight::Quantized {
+                weight,
+                scales,
+                biases,
+                group_size,
+                bits,
+            } => ops::quantized_matmul(x, weight, scales, biases, true, *group_size, *bits)?,
+        };
+        Ok(match &self.bias {
+            Some(b) => y.add(b)?,
+            None => y,
+        })
+    }
+}
+
+pub struct LayerNorm {
+    weight: Array,
+    bias: Array,
+}
+
+impl LayerNorm {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        Ok(fast::layer_norm(x, &self.weight, &self.bias, 1e-5)?)
+    }
+}
+
+pub struct Attention {
+    n_head: i32,
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    out: Linear,
+}
+
+/// `[batch, time, state]` → `[batch, heads, time, head_dim]`.
+fn split_heads(x: &Array, n_head: i32) -> Result<Array> {
+    let shape = x.shape();
+    let (b, t, d) = (shape[0], shape[1], shape[2]);
+    Ok(x.reshape(&[b, t, n_head, d / n_head])?
+        .transpose_axes(&[0, 2, 1, 3])?)
+}
+
+fn merge_heads(x: &Array) -> Result<Array> {
+    let shape = x.shape();
+    let (b, h, t, dh) = (shape[0], shape[1], shape[2], shape[3]);
+    Ok(x.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, t, h * dh])?)
+}
+
+impl Attention {
+    fn load(w: &mut WeightTaker, prefix: &str, state: usize, n_head: usize) -> Result<Self> {
+        Ok(Self {
+            n_head: n_head as i32,
+            query: w.linear(&format!("{prefix}.query"), state, state, true)?,
+            key: w.linear(&format!("{prefix}.key"), state, state, false)?,
+            value: w.linear(&format!("{prefix}.value"), state, state, true)?,
+            out: w.linear(&format!("{prefix}.out"), state, state, true)?,
+        })
+    }
+
+    fn dense_weights<'a>(&'a self, out: &mut Vec<&'a Array>) {
+        for l in [&self.query, &self.key, &self.value, &self.out] {
+            l.dense_weight(out);
+        }
+    }
+
+    fn scale(&self, state: i32) -> f32 {
+        1.0 / ((state / self.n_head) as f32).sqrt()
+    }
+
+    /// Keys and values of `x` split into heads.
+    fn key_value(&self, x: &Array) -> Result<(Array, Array)> {
+        Ok((
+            split_heads(&self.key.forward(x)?, self.n_head)?,
+            split_heads(&self.value.forward(x)?, self.n_head)?,
+        ))
+    }
+
+    fn attend(
+        &self,
+        x: &Array,
+        keys: &Array,
+        values: &Array,
+        mask: Option<&Array>,
+    ) -> Result<Array> {
+        let state = x.shape()[2];
+        let q = split_heads(&self.query.forward(x)?, self.n_head)?;
+        let mask = mask.map(ScaledDotProductAttentionMask::Array);
+        let o = fast::scaled_dot_product_attention(q, keys, values, self.scale(state), mask, None)?;
+        self.out.forward(&merge_heads(&o)?)
+    }
+
+    /// Softmax attention weights `[batch, heads, q, k]` (for word alignment).
+    fn weights(&self, x: &Array, keys: &Array) -> Result<Array> {
+        let state = x.shape()[2];
+        let q = split_heads(&self.query.forward(x)?, self.n_head)?;
+        let scores = q.matmul(keys.transpose_axes(&[0, 1, 3, 2])?)?;
+        let scores = scores.multiply(Array::from_f32(self.scale(state)))?;
+        Ok(ops::softmax_axis(&scores, -1, true)?)
+    }
+}
+
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    ln: LayerNorm,
+}
+
+impl Mlp {
+    fn load(w: &mut WeightTaker, prefix: &str, state: usize) -> Result<Self> {
+        Ok(Self {
+            fc1: w.linear(&format!("{prefix}.mlp.0"), state, 4 * state, true)?,
+            fc2: w.linear(&format!("{prefix}.mlp.2"), 4 * state, state, true)?,
+            ln: w.layer_norm(&format!("{prefix}.mlp_ln"), state)?,
+        })
+    }
+
+    fn residual(&self, x: &Array) -> Result<Array> {
+        let h = mlx_rs::nn::gelu(self.fc1.forward(&self.ln.forward(x)?)?)?;
+        Ok(x.add(self.fc2.forward(&h)?)?)
+    }
+}
+
+struct EncoderBlock {
+    attn: Attention,
+    attn_ln: LayerNorm,
+    mlp: Mlp,
+}
+
+pub struct AudioEncoder {
+    conv1: (Array, Array),
+    conv2: (Array, Array),
+    positional: Array,
+    blocks: Vec<EncoderBlock>,
+    ln_post: LayerNorm,
+}
+
+impl AudioEncoder {
+    fn load(w: &mut WeightTaker, dims: &ModelDims) -> Result<Self> {
+        let state = dims.n_audio_state;
+        let blocks = (0..dims.n_audio_layer)
+            .map(|i| {
+                let p = format!("encoder.blocks.{i}");
+                Ok(EncoderBlock {
+                    attn: Attention::load(w, &format!("{p}.attn"), state, dims.n_audio_head)?,
+                    attn_ln: w.layer_norm(&format!("{p}.attn_ln"), state)?,
+                    mlp: Mlp::load(w, &p, state)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            conv1: w.conv("encoder.conv1", state, dims.n_mels)?,
+            conv2: w.conv("encoder.conv2", state, state)?,
+            positional: w.take("encoder.positional_embedding", &[dims.n_audio_ctx, state])?,
+            blocks,
+            ln_post: w.layer_norm("encoder.ln_post", state)?,
+        })
+    }
+
+    /// `[batch, 2·ctx, n_mels]` mel windows → `[batch, ctx, state]` audio features.
+    pub fn forward(&self, mel: &Array) -> Result<Array> {
+        let x = ops::conv1d(mel, &self.conv1.0, 1, 1, 1, 1)?.add(&self.conv1.1)?;
+        let x = mlx_rs::nn::gelu(x)?;
+        let x = ops::conv1d(&x, &self.conv2.0, 2, 1, 1, 1)?.add(&self.conv2.1)?;
+        let mut x = mlx_rs::nn::gelu(x)?.add(&self.positional)?;
+        for block in &self.blocks {
+            let h = block.attn_ln.forward(&x)?;
+            let (k, v) = block.attn.key_value(&h)?;
+            x = x.add(block.attn.attend(&h, &k, &v, None)?)?;
+            x = block.mlp.residual(&x)?;
+        }
+        self.ln_post.forward(&x)
+    }
+}
+
+struct DecoderBlock {
+    attn: Attention,
+    attn_ln: LayerNorm,
+    cross_attn: Attention,
+    cross_attn_ln: LayerNorm,
+    mlp: Mlp,
+}
+
+/// Per-layer keys and values of one batch of decoder rows.
+#[derive(Clone)]
+pub struct LayerCache {
+    pub self_keys: Array,
+    pub self_values: Array,
+    pub cross_keys: Array,
+    pub cross_values: Array,
+}
+
+pub struct TextDecoder {
+    token_embedding: Array,
+    positional: Array,
+    blocks: Vec<DecoderBlock>,
+    ln: LayerNorm,
+}
+
+impl TextDecoder {
+    fn load(w: &mut WeightTaker, dims: &ModelDims) -> Result<Self> {
+        let state = dims.n_text_state;
+        let blocks = (0..dims.n_text_layer)
+            .map(|i| {
+                let p = format!("decoder.blocks.{i}");
+                Ok(DecoderBlock {
+                    attn: Attention::load(w, &format!("{p}.attn"), state, dims.n_text_head)?,
+                    attn_ln: w.layer_norm(&format!("{p}.attn_ln"), state)?,
+                    cross_attn: Attention::load(
+                        w,
+                        &format!("{p}.cross_attn"),
+                        state,
+                        dims.n_text_head,
+                    )?,
+                    cross_attn_ln: w.layer_norm(&format!("{p}.cross_attn_ln"), state)?,
+                    mlp: Mlp::load(w, &p, state)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            token_embedding: w.embedding("decoder.token_embedding.weight", dims.n_vocab, state)?,
+            positional: w.take("decoder.positional_embedding", &[dims.n_text_ctx, state])?,
+            blocks,
+            ln: w.layer_norm("decoder.ln", state)?,
+        })
+    }
+
+    /// Cross-attention keys/values of audio features `[batch, ctx, state]`, computed
+    /// once per window.
+    pub fn cross_cache(&self, features: &Array) -> Result<Vec<(Array, Array)>> {
+        self.blocks
+            .iter()
+            .map(|b| b.cross_attn.key_value(features))
+            .collect()
+    }
+
+    /// Runs `tokens` `[batch, q]` at `positions` `[batch, q]` against the per-layer
+    /// caches, which are extended with the new keys/values. `mask` is additive,
+    /// `[batch, 1, q, cached + q]`. Returns the final hidden states `[batch, q, state]`.
+    pub fn forward(
+        &self,
+        tokens: &Array,
+        positions: &Array,
+        mask: &Array,
+        caches: &mut [LayerCache],
+    ) -> Result<Array> {
+        let mut x = self
+            .token_embedding
+            .take_axis(tokens, 0)?
+            .add(self.positional.take_axis(positions, 0)?)?;
+        for (block, cache) in self.blocks.iter().zip(caches.iter_mut()) {
+            let h = block.attn_ln.forward(&x)?;
+            let (k, v) = block.attn.key_value(&h)?;
+            cache.self_keys = ops::concatenate(&[&cache.self_keys, &k], 2)?;
+            cache.self_values = ops::concatenate(&[&cache.self_values, &v], 2)?;
+            x = x.add(block.attn.attend(
+                &h,
+                &cache.self_keys,
+                &cache.self_values,
+                Some(mask),
+            )?)?;
+            let h = block.cross_attn_ln.forward(&x)?;
+            x = x.add(block.cross_attn.attend(
+                &h,
+                &cache.cross_keys,
+                &cache.cross_values,
+                None,
+            )?)?;
+            x = block.mlp.residual(&x)?;
+        }
+        self.ln.forward(&x)
+    }
+
+    /// Vocabulary logits of hidden states `[.., state]`.
+    pub fn logits(&self, hidden: &Array) -> Result<Array> {
+        Ok(hidden.matmul(self.token_embedding.t())?)
+    }
+
+    /// Cross-attention weights of every layer for a full token sequence (no cache),
+    /// `[layers][batch, heads, q, audio_ctx]`; used for word-level alignment.
+    pub fn cross_attention_weights(
+        &self,
+        tokens: &Array,
+        features: &Array,
+        dtype: Dtype,
+    ) -> Result<Vec<Array>> {
+        let q = tokens.shape()[1];
+        let positions = Array::from_iter(0..q, &[1, q]);
+        let mut x = self
+            .token_embedding
+            .take_axis(tokens, 0)?
+            .add(self.positional.take_axis(&positions, 0)?)?;
+        let causal = causal_mask(q as usize, dtype)?;
+        let mut weights = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            let h = block.attn_ln.forward(&x)?;
+            let (k, v) = block.attn.key_value(&h)?;
+            x = x.add(block.attn.attend(&h, &k, &v, Some(&causal))?)?;
+            let h = block.cross_attn_ln.forward(&x)?;
+            let (ck, cv) = block.cross_attn.key_value(features)?;
+            weights.push(block.cross_attn.weights(&h, &ck)?);
+            x = x.add(block.cross_attn.attend(&h, &ck, &cv, None)?)?;
+            x = block.mlp.residual(&x)?;
+        }
+        Ok(weights)
+    }
+}
+
+fn causal_mask(n: usize, dtype: Dtype) -> Result<Array> {
+    let mut data = vec![0f32; n * n];
+    for i in 0..n {
+        for j in i + 1..n {
+            data[i * n + j] = f32::NEG_INFINITY;
+        }
+    }
+    Ok(Array::from_slice(&data, &[1, 1, n as i32, n as i32]).as_dtype(dtype)?)
+}
+
+pub struct WhisperModel {
+    pub dims: ModelDims,
+    pub dtype: Dtype,
+    pub encoder: AudioEncoder,
+    pub decoder: TextDecoder,
+}
+
+impl WhisperModel {
+    /// Builds the model from canonical weights; every tensor must be present with
+    /// the shape `dims` implies. Unused extra tensors are ignored.
+    pub fn from_weights(
+        dims: ModelDims,
+        mut weights: Weights,
+        dtype: Dtype,
+        source: &std::path::Path,
+    ) -> Result<Self> {
+        let mut taker = WeightTaker::new(&mut weights, dtype, source);
+        let encoder = AudioEncoder::load(&mut taker, &dims)?;
+        let decoder = TextDecoder::load(&mut taker, &dims)?;
+        let model = Self {
+            dims,
+            dtype,
+            encoder,
+            decoder,
+        };
+        model.materialize()?;
+        Ok(model)
+    }
+
+    /// Evaluates every parameter so load errors surface now, not in the first request.
+    fn materialize(&self) -> Result<()> {
+        let mut arrays: Vec<&Array> = vec![
+            &self.encoder.conv1.0,
+            &self.encoder.conv2.0,
+            &self.encoder.positional,
+            &self.decoder.token_embedding,
+            &self.decoder.positional,
+        ];
+        for b in &self.encoder.blocks {
+            b.attn.dense_weights(&mut arrays);
+            b.mlp.fc1.dense_weight(&mut arrays);
+            b.mlp.fc2.dense_weight(&mut arrays);
+        }
+        for b in &self.decoder.blocks {
+            b.attn.dense_weights(&mut arrays);
+            b.cross_attn.dense_weights(&mut arrays);
+            b.mlp.fc1.dense_weight(&mut arrays);
+            b.mlp.fc2.dense_weight(&mut arrays);
+        }
+        mlx_rs::transforms::eval(arrays)?;
+        Ok(())
+    }
+
+    pub fn n_audio_ctx(&self) -> usize {
+        self.dims.n_audio_ctx
+    }
+}
+
+/// Slices `[batch, heads, time, dim]` caches to keep only time steps `from..`.
+pub fn drop_cache_prefix(cache: &Array, from: i32) -> Result<Array> {
+    Ok(cache.try_index((.., .., from.., ..))?)
+}
