@@ -2,4 +2,5 @@
 //! Whisper model and real speech, with word error rate against reference transcripts.
 
 pub mod assets;
+pub mod cli;
 pub mod wer;

@@ -36,18 +36,39 @@ const RAW_CHUNK_FRAMES: usize = 1 << 16;
 /// declares more data than the upload holds — the placeholder length streaming encoders
 /// such as `ffmpeg … -f wav -` write — is not trusted; the real length is enforced while
 /// decoding. A panic inside a decoder on malformed input becomes [`AudioError::Corrupt`].
+///
+/// This copies `bytes` once (symphonia reads from an owned source); [`decode_owned`] takes
+/// a `Vec<u8>` or `bytes::Bytes` without copying.
 pub fn decode(bytes: &[u8], hint: Option<&str>, limits: &Limits) -> Result<Audio, AudioError> {
-    limits.validate()?;
-    if bytes.is_empty() {
-        return Err(AudioError::Empty);
-    }
-    check_size(bytes.len(), limits)?;
+    // Refuse before copying anything.
+    check_upload(bytes.len(), limits)?;
+    decode_owned(bytes.to_vec(), hint, limits)
+}
+
+/// [`decode`] for an owned buffer (`Vec<u8>`, `bytes::Bytes`, `Arc<[u8]>`…), without copying it.
+pub fn decode_owned<B>(bytes: B, hint: Option<&str>, limits: &Limits) -> Result<Audio, AudioError>
+where
+    B: AsRef<[u8]> + Send + Sync + 'static,
+{
+    let len = bytes.as_ref().len();
+    check_upload(len, limits)?;
     let hint = hint.map(str::trim).filter(|h| !h.is_empty());
-    catch_unwind(AssertUnwindSafe(|| decode_container(bytes, hint, limits))).unwrap_or_else(|_| {
+    catch_unwind(AssertUnwindSafe(|| {
+        decode_container(bytes, len, hint, limits)
+    }))
+    .unwrap_or_else(|_| {
         Err(AudioError::Corrupt(
             "the decoder failed on malformed data".into(),
         ))
     })
+}
+
+fn check_upload(len: usize, limits: &Limits) -> Result<(), AudioError> {
+    limits.validate()?;
+    if len == 0 {
+        return Err(AudioError::Empty);
+    }
+    check_size(len, limits)
 }
 
 /// Converts headerless signed 16-bit little-endian PCM (interleaved when `channels > 1`;
@@ -118,14 +139,16 @@ fn check_size(bytes: usize, limits: &Limits) -> Result<(), AudioError> {
     }
 }
 
-fn decode_container(
-    bytes: &[u8],
+fn decode_container<B>(
+    bytes: B,
+    len: usize,
     hint: Option<&str>,
     limits: &Limits,
-) -> Result<Audio, AudioError> {
-    // symphonia wants an owned 'static source; one copy of at most `max_bytes` is cheap
-    // next to decoding.
-    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
+) -> Result<Audio, AudioError>
+where
+    B: AsRef<[u8]> + Send + Sync + 'static,
+{
+    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
     let format_options = FormatOptions {
         enable_gapless: true,
         ..Default::default()
@@ -151,14 +174,14 @@ fn decode_container(
             ))
         })?;
     let track_id = track.id;
-    check_declared_stream(&track, bytes.len(), limits)?;
+    check_declared_stream(&track, len, limits)?;
     let mut decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|e| codec_error(e, track.codec_params.codec))?;
 
     // A packet carries at least a byte of the upload, so more packets than bytes means a
     // demuxer going round in circles on hostile input.
-    let max_packets = bytes.len() as u64 + 10_000;
+    let max_packets = len as u64 + 10_000;
     let max_channel_samples =
         f64::from(limits.max_samples_per_second) * limits.max_duration_seconds;
     let mut packets = 0u64;

@@ -4,7 +4,7 @@
 //! filename only a hint), downmixes, resamples to 16 kHz, finds speech with a VAD,
 //! and enforces limits so a hostile upload cannot take unbounded time or memory.
 //!
-//! * [`decode`] — any container/codec symphonia supports → [`Audio`].
+//! * [`decode`] / [`decode_owned`] — any container/codec symphonia supports → [`Audio`].
 //! * [`decode_raw_pcm_s16le`] — headerless little-endian 16-bit PCM → [`Audio`].
 //! * [`resample_to_16k`] — band-limited resampling of mono `f32` from any rate.
 //! * [`vad`] — energy VAD: [`vad::speech_regions`], [`vad::split_points`], [`vad::is_silent`].
@@ -24,7 +24,7 @@ mod decode_tests;
 #[cfg(test)]
 mod testutil;
 
-pub use decode::{decode, decode_raw_pcm_s16le};
+pub use decode::{decode, decode_owned, decode_raw_pcm_s16le};
 pub use error::AudioError;
 pub use resample::resample_to_16k;
 

@@ -10,9 +10,11 @@ pub mod config;
 pub mod ct2;
 pub mod decoding;
 pub mod error;
+pub mod hub;
 pub mod load;
 pub mod mel;
 pub mod model;
+pub mod timing;
 pub mod tokenizer;
 pub mod transcribe;
 

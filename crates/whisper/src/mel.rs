@@ -1,4 +1,4 @@
-//! Whisper's log-mel front end, bit-for-bit in spirit with openai/whisper `audio.py`.
+//! Whisper's log-mel front end, matching openai/whisper `audio.py` to f32 rounding.
 //!
 //! `log_mel_spectrogram` follows `whisper.audio.log_mel_spectrogram`:
 //!
@@ -104,7 +104,7 @@ impl fmt::Debug for MelFilters {
 impl MelFilters {
     /// librosa `filters.mel(sr=16000, n_fft=400, n_mels=n_mels)` (Slaney scale and norm,
     /// `fmin = 0`, `fmax = sr / 2`), the matrix in OpenAI's `mel_filters.npz`.
-    /// Whisper uses 80 (v1/v2, distil, turbo-less) or 128 (large-v3, turbo).
+    /// Whisper uses 80 (tiny … large-v2) or 128 (large-v3, large-v3-turbo).
     ///
     /// Panics when `n_mels == 0`.
     pub fn new(n_mels: usize) -> Self {

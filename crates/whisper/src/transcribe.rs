@@ -24,6 +24,7 @@ use crate::error::{Result, WhisperError};
 use crate::mel::{self, Mel, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE};
 use crate::tokenizer::Task;
 use crate::Whisper;
+use steno_audio::vad::{self, VadParams};
 
 /// Seconds per timestamp token.
 pub const TIME_PRECISION: f64 = 0.02;
@@ -227,6 +228,8 @@ impl Scheduler {
             _ => Vec::new(),
         };
         let windows: Vec<(usize, usize)> = match options.mode {
+            // Audio with no speech at all gets no window (empty transcript).
+            _ if vad::is_silent(samples) => Vec::new(),
             Mode::Sequential => vec![(0, content_frames.min(N_FRAMES))],
             Mode::Batched => batched_windows(samples, content_frames),
         };
@@ -654,14 +657,13 @@ fn split_segments(
 
 /// Windows of at most 30 s cut at pauses, as (first frame, frames).
 fn batched_windows(samples: &[f32], content_frames: usize) -> Vec<(usize, usize)> {
-    let cuts: Vec<usize> = (1..samples.len().div_ceil(N_SAMPLES))
-        .map(|i| i * N_SAMPLES)
-        .collect(); // VADTEMP
+    let cuts = vad::split_points(samples, N_SAMPLES, &VadParams::default());
     let mut windows = Vec::new();
     let mut start = 0usize;
     for cut in cuts.into_iter().chain([samples.len()]) {
         let (first, last) = (start / HOP_LENGTH, (cut / HOP_LENGTH).min(content_frames));
-        if last > first {
+        // Windows without speech are never decoded: no hallucinated text on silence.
+        if last > first && !vad::is_silent(&samples[start.min(cut)..cut.min(samples.len())]) {
             windows.push((first, (last - first).min(N_FRAMES)));
         }
         start = cut;
