@@ -26,11 +26,12 @@ run: build
 	./target/$(PROFILE)/steno serve
 
 test: setup
+	@# Tests that run the model share 2 cores badly; run them one at a time.
 	$(CARGO) build --profile $(PROFILE) --workspace --all-targets
-	$(CARGO) test --profile $(PROFILE) --workspace
+	RUST_TEST_THREADS=1 $(CARGO) test --profile $(PROFILE) --workspace
 
 bench: build
-	$(CARGO) run --profile $(PROFILE) -p steno-e2e --bin steno-bench
+	$(CARGO) run --profile $(PROFILE) -p steno-whisper --example bench -- $(BENCH_MODEL)
 
 lint: setup
 	$(CARGO) fmt --all --check

@@ -14,12 +14,12 @@ say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 install_system_packages() {
   if [ "$(uname -s)" = Darwin ]; then
     command -v brew >/dev/null || { echo "Homebrew is required on macOS (https://brew.sh)"; exit 1; }
-    for pkg in cmake espeak-ng; do brew list "$pkg" >/dev/null 2>&1 || brew install "$pkg"; done
+    for pkg in cmake espeak-ng sox ffmpeg; do brew list "$pkg" >/dev/null 2>&1 || brew install "$pkg"; done
     return
   fi
   local wanted=(cmake libclang-dev libfmt-dev libopenblas0-pthread pkg-config
                 python3 python3-venv python3-pip curl ca-certificates xz-utils
-                espeak-ng sox)
+                espeak-ng sox ffmpeg)
   local missing=()
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -220,6 +220,168 @@ fn flac_and_ogg_vorbis_round_trip_via_sox() {
 }
 
 #[test]
+fn compressed_formats_match_ffmpegs_decoder() {
+    let rate = 44_100;
+    let seconds = 2.0;
+    let signal = interleave(&[
+        sweep(100.0, 6_000.0, 0.5, rate, seconds),
+        sine(880.0, 0.3, rate, seconds),
+    ]);
+    let wav = wav_bytes(&signal, rate, 2, WavFormat::S16);
+    // (what, extension, encoder arguments, decoded rate and channels, relative error allowed,
+    // source frames of priming that ffmpeg trims and symphonia may not)
+    #[allow(clippy::type_complexity)]
+    let cases: &[(&str, &str, &[&str], (u32, u16), f64, usize)] = &[
+        (
+            "MP3",
+            "mp3",
+            &["-c:a", "libmp3lame", "-b:a", "128k"],
+            (rate, 2),
+            0.01,
+            0,
+        ),
+        (
+            "MP3, 22.05 kHz mono",
+            "mp3",
+            &["-c:a", "libmp3lame", "-ar", "22050", "-ac", "1"],
+            (22_050, 1),
+            0.01,
+            0,
+        ),
+        // symphonia 0.5 ignores MP4 edit lists, so AAC keeps its 1024-frame encoder priming
+        // (23 ms of silence at the start) where ffmpeg trims it.
+        (
+            "AAC-LC in M4A",
+            "m4a",
+            &["-c:a", "aac", "-b:a", "128k"],
+            (rate, 2),
+            0.01,
+            1024,
+        ),
+        ("ALAC in M4A", "m4a", &["-c:a", "alac"], (rate, 2), 1e-4, 0),
+        (
+            "Vorbis in WebM",
+            "webm",
+            &["-c:a", "libvorbis"],
+            (rate, 2),
+            0.01,
+            0,
+        ),
+        (
+            "Vorbis in Ogg",
+            "ogg",
+            &["-c:a", "libvorbis"],
+            (rate, 2),
+            0.01,
+            0,
+        ),
+        (
+            "FLAC in Matroska",
+            "mkv",
+            &["-c:a", "flac"],
+            (rate, 2),
+            1e-4,
+            0,
+        ),
+        (
+            "µ-law WAV at 8 kHz",
+            "wav",
+            &["-c:a", "pcm_mulaw", "-ar", "8000"],
+            (8_000, 2),
+            1e-4,
+            0,
+        ),
+        (
+            "IMA ADPCM WAV",
+            "wav",
+            &["-c:a", "adpcm_ima_wav"],
+            (rate, 2),
+            1e-3,
+            0,
+        ),
+        ("AIFF", "aiff", &[], (rate, 2), 1e-4, 0),
+        ("CAF", "caf", &[], (rate, 2), 1e-4, 0),
+    ];
+    for &(what, ext, args, (decoded_rate, channels), tolerance, max_offset) in cases {
+        let Some(bytes) = ffmpeg_convert(&wav, ext, &[], args) else {
+            continue;
+        };
+        let audio = decode(&bytes, Some(ext), &limits()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(
+            (audio.source_rate, audio.source_channels),
+            (decoded_rate, channels),
+            "{what}"
+        );
+        // Untrimmed priming at the start, and up to a frame of padding at the end.
+        let expected_seconds = seconds + 2.0 * max_offset as f64 / f64::from(decoded_rate);
+        assert!(
+            audio.duration_seconds >= seconds - 0.01
+                && audio.duration_seconds <= expected_seconds + 0.01,
+            "{what}: {} s",
+            audio.duration_seconds
+        );
+        // Reference: ffmpeg's decoder, then the same downmix and resampler.
+        let Some(reference) = ffmpeg_decode(&bytes, ext) else {
+            continue;
+        };
+        let ch = usize::from(channels);
+        let mono: Vec<f32> = reference
+            .chunks_exact(ch)
+            .map(|f| f.iter().sum::<f32>() / ch as f32)
+            .collect();
+        let (offset, relative) = [0, max_offset]
+            .into_iter()
+            .map(|offset| {
+                let mut padded = vec![0.0; offset];
+                padded.extend_from_slice(&mono);
+                let reference = crate::resample_to_16k(&padded, decoded_rate).unwrap();
+                let n = audio.samples.len().min(reference.len());
+                let (ours, theirs) = (middle(&audio.samples[..n]), middle(&reference[..n]));
+                let error: Vec<f32> = ours.iter().zip(theirs).map(|(a, b)| a - b).collect();
+                (offset, rms(&error) / rms(theirs))
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap();
+        assert!(
+            relative < tolerance,
+            "{what}: differs from ffmpeg by {relative:.5} (offset {offset})"
+        );
+    }
+
+    // A video track first must not hide the audio track.
+    if let Some(bytes) = ffmpeg_convert(
+        &wav,
+        "mkv",
+        &["-f", "lavfi", "-i", "testsrc=size=64x64:rate=5"],
+        &[
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-c:v",
+            "mpeg4",
+            "-c:a",
+            "libvorbis",
+            "-shortest",
+        ],
+    ) {
+        let audio = decode(&bytes, Some("video.mkv"), &limits()).expect("audio track of a video");
+        assert!(audio.duration_seconds > 1.5, "{}", audio.duration_seconds);
+    }
+
+    // Opus (browser MediaRecorder, voice notes) is not in symphonia 0.5: a clear refusal.
+    for ext in ["ogg", "webm"] {
+        let Some(bytes) = ffmpeg_convert(&wav, ext, &[], &["-c:a", "libopus"]) else {
+            continue;
+        };
+        match decode(&bytes, Some(ext), &limits()) {
+            Err(AudioError::Unsupported(message)) => assert!(message.contains("Opus"), "{message}"),
+            other => panic!("Opus in {ext}: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn empty_and_oversized_uploads_are_refused_up_front() {
     assert_eq!(decode(&[], None, &limits()), Err(AudioError::Empty));
     let small = Limits {
@@ -652,5 +814,45 @@ fn decode_speed_ten_minutes_44k1_stereo() {
     }
     if !cfg!(debug_assertions) {
         assert!(best < Duration::from_secs(1), "{best:?}");
+    }
+}
+
+/// Decode speed on real encoded files: every file in `$STENO_AUDIO_BENCH_DIR`, best of 3.
+/// `STENO_AUDIO_BENCH_DIR=dir cargo test -p steno-audio --release -- --ignored --nocapture codec_speed`
+#[test]
+#[ignore = "timing; needs STENO_AUDIO_BENCH_DIR"]
+fn codec_speed_on_files() {
+    let Some(dir) = std::env::var_os("STENO_AUDIO_BENCH_DIR") else {
+        eprintln!("skipping: set STENO_AUDIO_BENCH_DIR to a folder of audio files");
+        return;
+    };
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    let limits = Limits {
+        max_bytes: usize::MAX,
+        ..limits()
+    };
+    for path in paths {
+        let bytes: std::sync::Arc<[u8]> = std::fs::read(&path).unwrap().into();
+        let mut best = Duration::MAX;
+        let mut audio = None;
+        for _ in 0..3 {
+            let started = Instant::now();
+            audio = Some(decode_owned(bytes.clone(), None, &limits).unwrap());
+            best = best.min(started.elapsed());
+        }
+        let audio = audio.unwrap();
+        println!(
+            "{}: {:.1} MB, {:.1} s of {} Hz × {} → 16 kHz mono in {best:?} ({:.0}× real time)",
+            path.file_name().unwrap().to_string_lossy(),
+            bytes.len() as f64 / 1e6,
+            audio.duration_seconds,
+            audio.source_rate,
+            audio.source_channels,
+            audio.duration_seconds / best.as_secs_f64()
+        );
     }
 }

@@ -294,6 +294,81 @@ pub fn sox_convert(wav: &[u8], ext: &str, extra_args: &[&str]) -> Option<Vec<u8>
     result
 }
 
+/// Encodes WAV bytes with `ffmpeg` (only a test-fixture generator; steno never runs it):
+/// `ffmpeg [inputs_before…] -i in.wav [args…] out.EXT`. `None` when ffmpeg is not installed
+/// or lacks the encoder (the caller skips with a message).
+pub fn ffmpeg_convert(
+    wav: &[u8],
+    ext: &str,
+    inputs_before: &[&str],
+    args: &[&str],
+) -> Option<Vec<u8>> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let id = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir();
+    let stem = format!("steno-audio-ffmpeg-{}-{id}", std::process::id());
+    let input: PathBuf = dir.join(format!("{stem}-in.wav"));
+    let output: PathBuf = dir.join(format!("{stem}.{ext}"));
+    std::fs::write(&input, wav).ok()?;
+    let result = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(inputs_before)
+        .arg("-i")
+        .arg(&input)
+        .args(args)
+        .arg(&output)
+        .output();
+    let bytes = match result {
+        Ok(out) if out.status.success() => std::fs::read(&output).ok(),
+        Ok(out) => {
+            eprintln!(
+                "skipping {ext} {args:?}: ffmpeg failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            None
+        }
+        Err(_) => {
+            eprintln!(
+                "skipping {ext} {args:?}: ffmpeg is not installed (apt-get install -y ffmpeg)"
+            );
+            None
+        }
+    };
+    let _ = std::fs::remove_file(&input);
+    let _ = std::fs::remove_file(&output);
+    bytes
+}
+
+/// Decodes a file with ffmpeg to interleaved f32 at its own rate and channel count, as a
+/// reference decoder for comparing symphonia's output.
+pub fn ffmpeg_decode(bytes: &[u8], ext: &str) -> Option<Vec<f32>> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let id = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir();
+    let stem = format!("steno-audio-ffdec-{}-{id}", std::process::id());
+    let input: PathBuf = dir.join(format!("{stem}.{ext}"));
+    let output: PathBuf = dir.join(format!("{stem}.f32"));
+    std::fs::write(&input, bytes).ok()?;
+    let ok = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i"])
+        .arg(&input)
+        .args(["-map", "0:a:0", "-f", "f32le", "-c:a", "pcm_f32le"])
+        .arg(&output)
+        .status()
+        .is_ok_and(|s| s.success());
+    let decoded = ok
+        .then(|| std::fs::read(&output).ok())
+        .flatten()
+        .map(|raw| {
+            raw.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        });
+    let _ = std::fs::remove_file(&input);
+    let _ = std::fs::remove_file(&output);
+    decoded
+}
+
 /// jfk.wav (11 s, 16 kHz mono), if the speech assets have been fetched.
 pub fn jfk_wav() -> Option<Vec<u8>> {
     let mut candidates = Vec::new();

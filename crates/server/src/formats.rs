@@ -123,24 +123,32 @@ pub fn render(transcript: &Transcript, format: Format, task: Task) -> String {
                         "avg_logprob": s.avg_logprob,
                         "compression_ratio": s.compression_ratio,
                         "no_speech_prob": s.no_speech_prob,
+                        "words": s.words,
                     })
                 })
+                .collect();
+            let words: Vec<_> = transcript
+                .segments
+                .iter()
+                .flat_map(|s| s.words.iter().flatten())
+                .map(|w| json!({ "word": w.word.trim(), "start": w.start, "end": w.end }))
                 .collect();
             let task = match task {
                 Task::Transcribe => "transcribe",
                 Task::Translate => "translate",
             };
-            format!(
-                "{}\n",
-                json!({
+            let mut body = json!({
                     "task": task,
                     "language": steno_whisper::tokenizer::language_name(&transcript.language)
                         .unwrap_or(&transcript.language),
                     "duration": transcript.duration,
                     "text": transcript.text.trim(),
                     "segments": segments,
-                })
-            )
+            });
+            if transcript.segments.iter().any(|s| s.words.is_some()) {
+                body["words"] = json!(words);
+            }
+            format!("{body}\n")
         }
     }
 }

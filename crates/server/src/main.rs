@@ -56,6 +56,9 @@ struct TranscribeArgs {
     /// Rows (30 s windows) decoded together in one batch.
     #[arg(long, default_value_t = 16)]
     max_batch_rows: usize,
+    /// Word-level timestamps (in verbose_json, and for subtitle timing).
+    #[arg(long)]
+    word_timestamps: bool,
     /// Write FILE.<ext> into this directory instead of printing.
     #[arg(long)]
     output_dir: Option<PathBuf>,
@@ -111,6 +114,7 @@ fn transcribe(args: TranscribeArgs) -> Result<()> {
         initial_prompt: args.prompt.clone(),
         mode: args.mode,
         temperatures,
+        word_timestamps: args.word_timestamps,
         ..TranscribeOptions::default()
     };
     let inputs: Vec<(&[f32], TranscribeOptions)> = audio

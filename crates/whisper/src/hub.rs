@@ -385,12 +385,22 @@ impl RepoCache {
         self.dir.join("snapshots").join(commit)
     }
 
-    fn not_cached(&self, path: PathBuf, what: &str, revision: &str, offline: bool) -> WhisperError {
+    /// "`file` of repo@revision is not in the cache" (`file`: `None` for the whole repo).
+    fn not_cached(
+        &self,
+        path: PathBuf,
+        file: Option<&str>,
+        revision: &str,
+        offline: bool,
+    ) -> WhisperError {
+        let what = match file {
+            Some(file) => format!("`{file}` of {}@{revision}", self.repo),
+            None => format!("{}@{revision}", self.repo),
+        };
         WhisperError::InvalidModel {
             path,
             detail: format!(
-                "{what} of {}@{revision} is not in the Hugging Face cache at {}{}",
-                self.repo,
+                "{what} is not in the Hugging Face cache at {}{}",
                 self.cache_dir.display(),
                 if offline {
                     " (offline: HF_HUB_OFFLINE forbids downloading it)"
@@ -405,26 +415,25 @@ impl RepoCache {
     fn snapshot(&self, revision: &str, offline: bool) -> Result<Snapshot> {
         let commit = self
             .commit(revision)
-            .ok_or_else(|| self.not_cached(self.dir.clone(), "no snapshot", revision, offline))?;
+            .ok_or_else(|| self.not_cached(self.dir.clone(), None, revision, offline))?;
         let dir = self.snapshot_dir(&commit);
         let has = |name: &str| dir.join(name).is_file();
-        let layout = Layout::from_files(has).ok_or_else(|| {
-            self.not_cached(
-                dir.clone(),
-                "no Whisper weights (model.bin, weights.safetensors, weights.npz or \
-                 model.safetensors)",
-                revision,
-                offline,
-            )
+        let layout = Layout::from_files(has).ok_or_else(|| WhisperError::InvalidModel {
+            path: dir.clone(),
+            detail: format!(
+                "the cached snapshot of {}@{revision} has no Whisper weights (model.bin, \
+                 weights.safetensors, weights.npz or model.safetensors){}",
+                self.repo,
+                if offline {
+                    " and HF_HUB_OFFLINE forbids downloading them"
+                } else {
+                    ""
+                }
+            ),
         })?;
         let (required, _) = layout.files(has);
         if let Some(missing) = required.iter().find(|name| !has(name)) {
-            return Err(self.not_cached(
-                dir.join(missing),
-                &format!("`{missing}`"),
-                revision,
-                offline,
-            ));
+            return Err(self.not_cached(dir.join(missing), Some(missing), revision, offline));
         }
         Ok(Snapshot {
             dir,
@@ -587,7 +596,7 @@ fn fetch_file(hub: &HubOptions, repo: &str, revision: &str, name: &str) -> Resul
         let path = cache
             .commit(revision)
             .map_or(cache.dir.clone(), |c| cache.snapshot_dir(&c).join(name));
-        return Err(cache.not_cached(path, &format!("`{name}`"), revision, true));
+        return Err(cache.not_cached(path, Some(name), revision, true));
     }
     hub.api()?
         .repo(Repo::with_revision(

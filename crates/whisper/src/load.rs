@@ -319,10 +319,13 @@ fn load_tensor_dir(dir: &Path, layout: Layout) -> Result<Loaded> {
         }
     }
     // MLX recomputes the encoder's sinusoidal table (`_positional_embedding`, not a
-    // parameter), so mlx-community files do not have it.
-    weights
-        .entry("encoder.positional_embedding".into())
-        .or_insert_with(|| sinusoids(dims.n_audio_ctx, dims.n_audio_state));
+    // parameter), so mlx-community files do not have it. OpenAI's checkpoints store it
+    // in float16, and OpenAI, transformers and CTranslate2 all run with those rounded
+    // values; so do we (mlx_whisper's default float16 compute rounds it the same way).
+    if !weights.contains_key("encoder.positional_embedding") {
+        let table = sinusoids(dims.n_audio_ctx, dims.n_audio_state).as_dtype(Dtype::Float16)?;
+        weights.insert("encoder.positional_embedding".into(), table);
+    }
 
     let generation = dir.join(GENERATION_CONFIG);
     if alignment_heads.is_none() && generation.is_file() {
@@ -1023,11 +1026,11 @@ mod tests {
         let a = parse_npy(&npy("<f4", false, "(2, 3)", &data)).unwrap();
         assert_eq!(a.shape(), &[2, 3]);
         assert_eq!(a.as_slice::<f32>(), &values);
-        // Fortran order: the same bytes are the transpose.
+        // Fortran order: column-major, element (i, j) is value i + 3j.
         let f = parse_npy(&npy("<f4", true, "(3, 2)", &data)).unwrap();
         assert_eq!(f.shape(), &[3, 2]);
         let f = f.reshape(&[6]).unwrap();
-        assert_eq!(f.as_slice::<f32>(), &[1., 3., 5., 2., 4., 6.]);
+        assert_eq!(f.as_slice::<f32>(), &[1., 4., 2., 5., 3., 6.]);
         let wide: Vec<u8> = values
             .iter()
             .flat_map(|&v| f64::from(v).to_le_bytes())
@@ -1052,6 +1055,23 @@ mod tests {
         // Row 1, channel 0: sin(1); last sin channel: sin(1e-4).
         assert!((v[384] - 1f32.sin()).abs() < 1e-7);
         assert!((v[384 + 191] - 1e-4f32.sin()).abs() < 1e-8);
+    }
+
+    #[test]
+    fn only_affine_quantization_is_accepted() {
+        let path = Path::new("config.json");
+        let ok = |v: Value| check_quantization(&v, path).is_ok();
+        assert!(ok(serde_json::json!({"n_mels": 80})));
+        assert!(ok(
+            serde_json::json!({"quantization": {"group_size": 64, "bits": 4}})
+        ));
+        assert!(ok(
+            serde_json::json!({"quantization": {"bits": 4, "mode": "affine"}})
+        ));
+        assert!(!ok(
+            serde_json::json!({"quantization": {"bits": 4, "mode": "mxfp4"}})
+        ));
+        assert!(!ok(serde_json::json!({"quantization": 4})));
     }
 
     #[test]

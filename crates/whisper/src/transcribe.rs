@@ -22,6 +22,7 @@ use crate::decoding::{
 };
 use crate::error::{Result, WhisperError};
 use crate::mel::{self, Mel, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE};
+use crate::timing::{self, Word};
 use crate::tokenizer::Task;
 use crate::Whisper;
 use steno_audio::vad::{self, VadParams};
@@ -70,6 +71,8 @@ pub struct TranscribeOptions {
     pub suppress_tokens: Vec<i64>,
     pub mode: Mode,
     pub seed: u64,
+    /// Word-level timestamps from cross-attention alignment.
+    pub word_timestamps: bool,
 }
 
 impl Default for TranscribeOptions {
@@ -89,6 +92,7 @@ impl Default for TranscribeOptions {
             suppress_tokens: vec![-1],
             mode: Mode::Sequential,
             seed: 0,
+            word_timestamps: false,
         }
     }
 }
@@ -108,6 +112,8 @@ pub struct Segment {
     /// Log-probability of each of `tokens`.
     #[serde(skip)]
     pub token_logprobs: Vec<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words: Option<Vec<Word>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -156,6 +162,7 @@ struct Job {
     initial_prompt: Vec<u32>,
     // Sequential state.
     all_tokens: Vec<u32>,
+    last_speech_timestamp: f64,
     prompt_reset_since: usize,
     // Batched state: segments per window, windows still running.
     window_segments: BTreeMap<usize, Vec<Segment>>,
@@ -241,6 +248,7 @@ impl Scheduler {
             language_probs: None,
             rules: None,
             all_tokens: initial_prompt.clone(),
+            last_speech_timestamp: 0.0,
             initial_prompt,
             prompt_reset_since: 0,
             window_segments: BTreeMap::new(),
@@ -499,11 +507,57 @@ impl Scheduler {
                 time_offset,
             )
         };
+        let mut advance = advance;
+        if job.options.word_timestamps && !segments.is_empty() {
+            let features = window
+                .features
+                .as_ref()
+                .expect("decoded windows are encoded");
+            let sot_sequence = whisper
+                .tokenizer
+                .sot_sequence(job.language.as_deref(), job.options.task)?;
+            // Batched windows finish out of order: each starts from its own offset.
+            let mut window_last_speech = time_offset;
+            let last_speech = match job.options.mode {
+                Mode::Sequential => &mut job.last_speech_timestamp,
+                Mode::Batched => &mut window_last_speech,
+            };
+            let words = timing::add_word_timestamps(
+                whisper,
+                &mut segments,
+                features,
+                &sot_sequence,
+                time_offset,
+                window.frames,
+                last_speech,
+            )?;
+            for (segment, words) in segments.iter_mut().zip(words) {
+                segment.words = Some(words);
+            }
+            // OpenAI: unless the window ended on a lone timestamp, resume after the
+            // last word rather than the last timestamp.
+            let last_word_end = segments
+                .iter()
+                .rev()
+                .flat_map(|s| s.words.iter().flatten().map(|w| w.end))
+                .next();
+            if let (Some(end), false) = (
+                last_word_end,
+                ends_on_single_timestamp(whisper, &outcome.tokens),
+            ) {
+                if end > time_offset {
+                    let frames =
+                        ((end - time_offset) * (SAMPLE_RATE / HOP_LENGTH) as f64).round() as usize;
+                    advance = frames.min(window.frames).max(1);
+                }
+            }
+        }
         for segment in &mut segments {
             if segment.start == segment.end || segment.text.trim().is_empty() {
                 segment.text.clear();
                 segment.tokens.clear();
                 segment.token_logprobs.clear();
+                segment.words = segment.words.as_ref().map(|_| Vec::new());
             }
         }
         match job.options.mode {
@@ -599,7 +653,7 @@ fn split_segments(
     let tokens = &outcome.tokens;
     let is_ts: Vec<bool> = tokens.iter().map(|&t| t >= begin).collect();
     let n = tokens.len();
-    let single_timestamp_ending = n >= 2 && !is_ts[n - 2] && is_ts[n - 1] || n == 1 && is_ts[0];
+    let single_timestamp_ending = ends_on_single_timestamp(whisper, tokens);
     let mut consecutive: Vec<usize> = (1..n).filter(|&i| is_ts[i - 1] && is_ts[i]).collect();
     let make = |range: std::ops::Range<usize>, start: f64, end: f64| {
         let seg_tokens: Vec<u32> = tokens[range.clone()].to_vec();
@@ -620,6 +674,7 @@ fn split_segments(
             compression_ratio,
             no_speech_prob: outcome.no_speech_prob,
             token_logprobs: outcome.token_logprobs[range].to_vec(),
+            words: None,
         }
     };
     let ts_seconds = |t: u32| (t - begin) as f64 * TIME_PRECISION;
@@ -652,6 +707,16 @@ fn split_segments(
             vec![make(0..n, time_offset, time_offset + duration)],
             frames,
         )
+    }
+}
+
+/// The window's tokens end with a timestamp not paired with another.
+fn ends_on_single_timestamp(whisper: &Whisper, tokens: &[u32]) -> bool {
+    let begin = whisper.tokenizer.timestamp_begin();
+    match tokens {
+        [.., a, b] => *a < begin && *b >= begin,
+        [b] => *b >= begin,
+        [] => false,
     }
 }
 

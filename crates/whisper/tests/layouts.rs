@@ -274,7 +274,8 @@ fn build_fixture(ct2_dir: PathBuf, jfk: PathBuf) -> Fixture {
     save(&arrays, &mlx.join("weights.safetensors"));
     write_json(&mlx.join("config.json"), &openai_config);
 
-    // The same as weights.npz (float16 as stored by CTranslate2, deflated).
+    // The same as weights.npz (float16 as stored by CTranslate2, deflated, zip64 entries
+    // like numpy's `savez`), with the encoder position table.
     let mlx_npz = tmp.path().join("whisper-tiny.en-npz");
     std::fs::create_dir(&mlx_npz).unwrap();
     {
@@ -284,9 +285,7 @@ fn build_fixture(ct2_dir: PathBuf, jfk: PathBuf) -> Fixture {
             .compression_method(zip::CompressionMethod::Deflated)
             .large_file(true);
         for (name, t) in &tensors {
-            if name == "encoder.positional_embedding" {
-                continue;
-            }
+            // Unlike mlx_whisper's files, this one keeps the encoder's position table.
             let t = if name.starts_with("encoder.conv") && name.ends_with(".weight") {
                 conv_mlx(t)
             } else {
@@ -466,19 +465,92 @@ fn mlx_community_and_hf_layouts_match_ctranslate2() {
     assert!(diff < 1e-4, "HF encoder differs by {diff}");
     drop(hf);
 
-    // mlx-community files have no encoder positional table: it is recomputed in f32,
-    // while CTranslate2 stores it in f16 (|Δ| ≤ 2⁻¹², which moves the output a little).
-    for dir in [&f.mlx, &f.mlx_npz] {
+    // mlx_whisper's files have no encoder position table: the loader recomputes it and
+    // rounds it to float16 as OpenAI's checkpoints store it. OpenAI's stored table was
+    // not computed quite like its own `sinusoids` (1.4% of the entries differ by one
+    // float16 step), so that model differs slightly; with the stored table (the npz
+    // here) the weights are the same and so is the output.
+    for (dir, tolerance) in [(&f.mlx_npz, 1e-4), (&f.mlx, 5e-3)] {
         let mlx = load(dir, Some(&f.tokenizer));
         assert_eq!(mlx.model.dims, reference.model.dims);
-        assert_eq!(mlx.alignment_heads, f.alignment_heads, "from the weights");
+        if dir == &f.mlx {
+            assert_eq!(mlx.alignment_heads, f.alignment_heads, "from the weights");
+        }
         let diff = max_abs_diff(&encode(&mlx, &samples), &expected);
         eprintln!(
             "{}: encoder max abs diff {diff:.3e}",
             dir.file_name().unwrap().to_string_lossy()
         );
-        assert!(diff < 1e-4, "{} encoder differs by {diff}", dir.display());
+        assert!(
+            diff < tolerance,
+            "{} encoder differs by {diff}",
+            dir.display()
+        );
     }
+}
+
+#[test]
+fn sharded_hf_checkpoints_load() {
+    let Some(f) = fixture() else { return };
+    let _mlx = mlx_lock();
+    let tmp = copy_dir(&f.hf);
+    let single = tmp.path().join("model.safetensors");
+    let arrays = Array::load_safetensors(&single).unwrap();
+    std::fs::remove_file(&single).unwrap();
+    let mut shards = [BTreeMap::new(), BTreeMap::new()];
+    let mut weight_map = serde_json::Map::new();
+    for (name, array) in arrays {
+        let shard = usize::from(name.contains("decoder"));
+        let file = format!("model-{:05}-of-00002.safetensors", shard + 1);
+        weight_map.insert(name.clone(), json!(file));
+        shards[shard].insert(name, array);
+    }
+    for (i, shard) in shards.iter().enumerate() {
+        save(
+            shard,
+            &tmp.path()
+                .join(format!("model-{:05}-of-00002.safetensors", i + 1)),
+        );
+    }
+    write_json(
+        &tmp.path().join("model.safetensors.index.json"),
+        &json!({"metadata": {"total_size": 0}, "weight_map": weight_map}),
+    );
+    assert_eq!(Layout::detect(tmp.path()).unwrap(), Layout::HuggingFace);
+    let whisper = load(tmp.path(), None);
+    assert_eq!(whisper.model.dims.n_text_layer, 4);
+    // A shard gone: named in the error.
+    std::fs::remove_file(tmp.path().join("model-00002-of-00002.safetensors")).unwrap();
+    let text = load_err(tmp.path(), &f.tokenizer).to_string();
+    assert!(text.contains("model-00002-of-00002.safetensors"), "{text}");
+}
+
+#[test]
+fn recomputed_position_table_is_within_a_float16_step() {
+    let Some(f) = fixture() else { return };
+    let _mlx = mlx_lock();
+    let model_bin = f.ct2.join("model.bin");
+    let model = ct2::read_model_bin(&model_bin).unwrap();
+    let tensors = ct2::whisper_tensors(model, &model_bin).unwrap();
+    let stored = &tensors["encoder.positional_embedding"];
+    let table = steno_whisper::load::sinusoids(stored.shape[0], stored.shape[1])
+        .as_dtype(Dtype::Float16)
+        .unwrap()
+        .as_dtype(Dtype::Float32)
+        .unwrap();
+    table.eval().unwrap();
+    let stored = stored.to_f32_vec();
+    let ours = table.as_slice::<f32>();
+    let differing = ours.iter().zip(&stored).filter(|(a, b)| a != b).count();
+    let diff = max_abs_diff(ours, &stored);
+    eprintln!(
+        "position table: {differing} of {} entries differ, by at most {diff:.3e}",
+        stored.len()
+    );
+    assert!(
+        diff <= 4.9e-4 && differing * 20 < stored.len(),
+        "{differing} {diff}"
+    );
 }
 
 #[test]
