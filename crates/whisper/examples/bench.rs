@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use mlx_rs::Dtype;
 use steno_e2e::assets;
-use steno_whisper::{LoadOptions, Mode, TranscribeOptions, Whisper};
+use steno_whisper::decoding::{Batch, RowSpec};
+use steno_whisper::{LoadOptions, Mode, Task, TranscribeOptions, Whisper};
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -102,6 +103,49 @@ fn main() {
         );
     }
 
+    // Decoder steps: B rows that never emit EOT, timed per step.
+    let jfk = decode(&assets::jfk().path);
+    let mel = whisper.mel(&jfk);
+    let mut window = mel.window(0, 3000);
+    window.resize(3000 * dims.n_mels, 0.0);
+    let features = whisper.encode(&[window]).unwrap().remove(0);
+    let mut rules = whisper.row_rules(&TranscribeOptions::default()).unwrap();
+    rules.suppress_tokens.push(rules.specials.eot);
+    rules.timestamps = None;
+    rules.sample_len = 10_000;
+    let rules = std::sync::Arc::new(rules);
+    let _ = writeln!(
+        report,
+        "\n| decoder batch | ms / step | ms / token |\n|---|---|---|"
+    );
+    for rows in [1usize, 4, 16] {
+        let mut batch = Batch::new(&whisper.model);
+        let specs = (0..rows)
+            .map(|i| RowSpec {
+                id: i as u64,
+                initial_tokens: whisper
+                    .tokenizer
+                    .sot_sequence(Some("en"), Task::Transcribe)
+                    .unwrap(),
+                sot_index: 0,
+                temperature: 0.0,
+                seed: 0,
+                rules: rules.clone(),
+                features: features.clone(),
+            })
+            .collect();
+        batch.admit(&whisper.model, specs).unwrap();
+        let steps: Vec<f64> = (0..40)
+            .map(|_| timed(|| batch.step(&whisper.model).unwrap()).1)
+            .collect();
+        let step = median(steps) * 1e3;
+        let _ = writeln!(report, "| {rows} | {step:.1} | {:.1} |", step / rows as f64);
+    }
+
+    if std::env::var_os("STENO_BENCH_KERNELS_ONLY").is_some() {
+        print!("{report}");
+        return;
+    }
     let clips = assets::english_clips();
     let options = TranscribeOptions {
         language: Some("en".into()),

@@ -200,7 +200,9 @@ impl ResolvedModel {
 }
 
 /// Resolves a local directory or Hub repo id, downloading what is missing (unless
-/// offline), including a tokenizer for repos without one.
+/// offline), including a tokenizer for repos without one. A local directory without a
+/// `tokenizer.json` gets one the same way (from the cache, else the Hub unless offline);
+/// [`Whisper::load_source`] skips that when `LoadOptions::tokenizer` is given.
 pub fn resolve(source: &str, hub: &HubOptions) -> Result<ResolvedModel> {
     resolve_with(source, hub, true)
 }

@@ -221,6 +221,42 @@ pub struct Attention {
     out: Linear,
 }
 
+/// Whether MLX's default device is the CPU (fixed for the life of the process).
+pub(crate) fn on_cpu() -> bool {
+    static CPU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CPU.get_or_init(|| {
+        !matches!(
+            mlx_rs::Device::default().get_type(),
+            Ok(mlx_rs::DeviceType::Gpu)
+        )
+    })
+}
+
+/// Attention for one query per row as broadcast multiply-and-sum. On MLX's CPU
+/// backend the `[batch·heads]` tiny matrix products of sdpa cost ~25 ms per row per
+/// decoder step; elementwise products over the cache are far cheaper.
+fn single_query_attention(
+    q: &Array,
+    keys: &Array,
+    values: &Array,
+    scale: f32,
+    mask: Option<&Array>,
+) -> Result<Array> {
+    // q [b, h, 1, d] · keys [b, h, t, d] → scores [b, h, t]
+    let scores = keys
+        .multiply(q)?
+        .sum_axis(-1, false)?
+        .multiply(Array::from_f32(scale))?;
+    let scores = match mask {
+        // mask [b, 1, 1, t] → [b, 1, t]
+        Some(m) => scores.add(m.squeeze_axes(&[2])?)?,
+        None => scores,
+    };
+    let weights = ops::softmax_axis(&scores, -1, true)?.expand_dims(-1)?;
+    // weights [b, h, t, 1] · values [b, h, t, d] → [b, h, 1, d]
+    Ok(values.multiply(&weights)?.sum_axis(-2, true)?)
+}
+
 /// `[batch, time, state]` → `[batch, heads, time, head_dim]`.
 fn split_heads(x: &Array, n_head: i32) -> Result<Array> {
     let shape = x.shape();
@@ -273,8 +309,12 @@ impl Attention {
     ) -> Result<Array> {
         let state = x.shape()[2];
         let q = split_heads(&self.query.forward(x)?, self.n_head)?;
-        let mask = mask.map(ScaledDotProductAttentionMask::Array);
-        let o = fast::scaled_dot_product_attention(q, keys, values, self.scale(state), mask, None)?;
+        let o = if q.shape()[2] == 1 && on_cpu() {
+            single_query_attention(&q, keys, values, self.scale(state), mask)?
+        } else {
+            let mask = mask.map(ScaledDotProductAttentionMask::Array);
+            fast::scaled_dot_product_attention(q, keys, values, self.scale(state), mask, None)?
+        };
         self.out.forward(&merge_heads(&o)?)
     }
 
@@ -460,8 +500,11 @@ impl TextDecoder {
     }
 
     /// Vocabulary logits of hidden states `[.., state]`.
+    /// `[rows, state]` → `[rows, vocab]`. Computed as `E·hᵀ` and transposed back:
+    /// MLX's CPU GEMM with the 50k-row embedding on the transposed side ran ~20 ms
+    /// per decoder step even for one row.
     pub fn logits(&self, hidden: &Array) -> Result<Array> {
-        Ok(hidden.matmul(self.token_embedding.t())?)
+        Ok(self.token_embedding.matmul(hidden.t())?.t().contiguous()?)
     }
 
     /// Cross-attention weights of every layer for a full token sequence (no cache),

@@ -755,18 +755,30 @@ impl Whisper {
     /// Encodes frame-major mel windows `[N_FRAMES × n_mels]` in one batched call.
     pub fn encode(&self, mels: &[Vec<f32>]) -> Result<Vec<AudioFeatures>> {
         let n_mels = self.model.dims.n_mels as i32;
-        let flat: Vec<f32> = mels.iter().flat_map(|m| m.iter().copied()).collect();
-        let input = Array::from_slice(&flat, &[mels.len() as i32, N_FRAMES as i32, n_mels])
-            .as_dtype(self.model.dtype)?;
-        let features = self.model.encoder.forward(&input)?;
-        features.eval()?;
-        (0..mels.len() as i32)
-            .map(|i| {
-                Ok(AudioFeatures(
-                    features.take_axis(Array::from_slice(&[i], &[1]), 0)?,
-                ))
-            })
-            .collect()
+        let mut out = Vec::with_capacity(mels.len());
+        for chunk in mels.chunks(self.encoder_batch()) {
+            let flat: Vec<f32> = chunk.iter().flat_map(|m| m.iter().copied()).collect();
+            let input = Array::from_slice(&flat, &[chunk.len() as i32, N_FRAMES as i32, n_mels])
+                .as_dtype(self.model.dtype)?;
+            let features = self.model.encoder.forward(&input)?;
+            features.eval()?;
+            for i in 0..chunk.len() as i32 {
+                let index = Array::from_slice(&[i], &[1]);
+                out.push(AudioFeatures(features.take_axis(index, 0)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Windows per encoder call. MLX's CPU backend gains nothing from batching the
+    /// encoder (its batched matmuls are slower than 2-D ones) and a batch's attention
+    /// scores are `batch × heads × 1500²` floats, so the CPU encodes one at a time;
+    /// GPUs take several.
+    fn encoder_batch(&self) -> usize {
+        match mlx_rs::Device::default().get_type() {
+            Ok(mlx_rs::DeviceType::Gpu) => 8,
+            _ => 1,
+        }
     }
 
     /// Language probabilities for each window, most likely first.
@@ -839,7 +851,7 @@ impl Whisper {
         Ok(code.to_string())
     }
 
-    fn row_rules(&self, options: &TranscribeOptions) -> Result<RowRules> {
+    pub fn row_rules(&self, options: &TranscribeOptions) -> Result<RowRules> {
         let tk = &self.tokenizer;
         let mut suppress: Vec<u32> = options
             .suppress_tokens
