@@ -33,9 +33,10 @@ struct TranscribeArgs {
     /// Audio files (any container the audio crate decodes).
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Model directory (CTranslate2, mlx-community or Hugging Face layout).
+    /// Model: a directory (CTranslate2, mlx-community or Hugging Face layout) or a
+    /// Hugging Face repo id `org/name[@revision]` (cache, HF_TOKEN, HF_HUB_OFFLINE).
     #[arg(long, env = "STENO_MODEL")]
-    model: Option<PathBuf>,
+    model: Option<String>,
     /// Spoken language (code or name); detected when omitted on multilingual models.
     #[arg(long)]
     language: Option<String>,
@@ -89,11 +90,15 @@ fn default_model() -> PathBuf {
 }
 
 fn transcribe(args: TranscribeArgs) -> Result<()> {
-    let model_dir = args.model.clone().unwrap_or_else(default_model);
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| default_model().display().to_string());
     let started = Instant::now();
-    let whisper = Whisper::load(&model_dir, &LoadOptions::default())
-        .with_context(|| format!("loading model {}", model_dir.display()))?;
-    tracing::info!(model = %model_dir.display(), seconds = started.elapsed().as_secs_f64(), "model loaded");
+    let hub = steno_whisper::hub::HubOptions::from_env();
+    let whisper = Whisper::load_source(&model, &hub, &LoadOptions::default())
+        .with_context(|| format!("loading model {model}"))?;
+    tracing::info!(%model, seconds = started.elapsed().as_secs_f64(), "model loaded");
 
     let mut audio = Vec::with_capacity(args.files.len());
     for file in &args.files {
