@@ -4,4 +4,6 @@
 //! text, srt, vtt, verbose_json, SSE), auth, configuration, metrics and the OpenAPI
 //! document; `steno serve` and `steno transcribe`.
 
+pub mod error;
 pub mod formats;
+pub mod routes;

@@ -23,9 +23,31 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the OpenAI-compatible HTTP API (the default).
-    Serve,
+    Serve(ServeArgs),
     /// Transcribe audio files and print or write the results.
     Transcribe(TranscribeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "STENO_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one; the address is logged).
+    #[arg(long, env = "STENO_PORT", default_value_t = 8000)]
+    port: u16,
+    /// Model directory or Hugging Face repo id (default: tiny.en from the test assets).
+    #[arg(long, env = "STENO_MODEL")]
+    model: Option<String>,
+    /// Model id clients send; `whisper-1` is always accepted too.
+    #[arg(long, env = "STENO_MODEL_ID", default_value = "whisper-tiny.en")]
+    model_id: String,
+    /// Rows (30 s windows) decoded together.
+    #[arg(long, env = "STENO_MAX_BATCH_ROWS", default_value_t = 16)]
+    max_batch_rows: usize,
+    /// Requests waiting beyond those being decoded before new ones get 429.
+    #[arg(long, env = "STENO_QUEUE_CAPACITY", default_value_t = 64)]
+    queue_capacity: usize,
 }
 
 #[derive(clap::Args)]
@@ -74,10 +96,80 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => bail!("`steno serve` is not built yet; use `steno transcribe`"),
+    match cli
+        .command
+        .unwrap_or(Command::Serve(ServeArgs::parse_defaults()))
+    {
+        Command::Serve(args) => serve(args),
         Command::Transcribe(args) => transcribe(args),
     }
+}
+
+impl ServeArgs {
+    /// The defaults (and environment) when `steno` runs without a subcommand.
+    fn parse_defaults() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        Only::parse_from(["steno"]).args
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| default_model().display().to_string());
+    let started = Instant::now();
+    let source = model.clone();
+    let engine = steno_engine::Engine::start(
+        steno_engine::EngineConfig {
+            queue_capacity: args.queue_capacity,
+            max_batch_rows: args.max_batch_rows,
+        },
+        move || {
+            let hub = steno_whisper::hub::HubOptions::from_env();
+            Whisper::load_source(&source, &hub, &LoadOptions::default()).map_err(|e| e.to_string())
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("loading model {model}: {e}"))?;
+    tracing::info!(%model, seconds = started.elapsed().as_secs_f64(), "model loaded");
+    let state = steno_server::routes::AppState {
+        engine: engine.clone(),
+        model_ids: vec!["whisper-1".to_string(), args.model_id.clone()],
+        limits: steno_audio::Limits::default(),
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("binding {}:{}", args.host, args.port))?;
+        tracing::info!(address = %listener.local_addr()?, "listening");
+        axum::serve(listener, steno_server::routes::app(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        anyhow::Ok(())
+    })?;
+    engine.shutdown();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
 }
 
 fn default_model() -> PathBuf {
