@@ -63,7 +63,7 @@ fn jfk_transcribes_exactly() {
     let jfk = assets::jfk();
     let run = cli::transcribe(
         &assets::model_dir(assets::TINY_EN),
-        &[jfk.path.clone()],
+        std::slice::from_ref(&jfk.path),
         &[],
     );
     assert_eq!(
@@ -185,7 +185,7 @@ fn ten_minute_file(check_wer: bool) {
     for mode in ["sequential", "batched"] {
         let run = cli::transcribe(
             &assets::model_dir(assets::TINY_EN),
-            &[long.clone()],
+            std::slice::from_ref(&long),
             &["--mode", mode, "--language", "en"],
         );
         let out = &run.outputs[0];
