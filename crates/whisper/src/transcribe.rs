@@ -507,6 +507,14 @@ impl Scheduler {
                 time_offset,
             )
         };
+        // Timestamps past the window's audio (the model may name a time beyond a
+        // short final window) are clamped to it, so segments stay on the timeline.
+        let window_end =
+            time_offset + window.frames as f64 * HOP_LENGTH as f64 / SAMPLE_RATE as f64;
+        for segment in &mut segments {
+            segment.start = segment.start.clamp(time_offset, window_end);
+            segment.end = segment.end.clamp(segment.start, window_end);
+        }
         let mut advance = advance;
         if job.options.word_timestamps && !segments.is_empty() {
             let features = window
