@@ -183,7 +183,6 @@ impl Batch {
             .unwrap_or(0);
         let features: Vec<&Array> = specs.iter().map(|s| &s.features.0).collect();
         let features = ops::concatenate(&features, 0)?;
-        let cross = model.decoder.cross_cache(&features)?;
 
         let mut tokens = Vec::with_capacity(n * longest);
         let mut positions = Vec::with_capacity(n * longest);
@@ -212,18 +211,7 @@ impl Batch {
         let positions = Array::from_slice(&positions, &shape);
         let mask = Array::from_slice(&mask, &[n as i32, 1, longest as i32, longest as i32])
             .as_dtype(self.dtype)?;
-        let mut caches: Vec<LayerCache> = cross
-            .into_iter()
-            .map(|(cross_keys, cross_values)| {
-                let empty = empty_cache(&cross_keys)?;
-                Ok(LayerCache {
-                    self_keys: empty.clone(),
-                    self_values: empty,
-                    cross_keys,
-                    cross_values,
-                })
-            })
-            .collect::<Result<_>>()?;
+        let mut caches = model.decoder.new_caches(&features)?;
         let hidden = model
             .decoder
             .forward(&tokens, &positions, &mask, &mut caches)?;
@@ -412,11 +400,6 @@ impl Batch {
         self.rows = live;
         Ok(done)
     }
-}
-
-fn empty_cache(like: &Array) -> Result<Array> {
-    let s = like.shape();
-    Ok(ops::zeros_dtype(&[s[0], s[1], 0, s[3]], like.dtype())?)
 }
 
 fn left_pad(cache: &Array, by: usize) -> Result<Array> {

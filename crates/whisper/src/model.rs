@@ -462,6 +462,24 @@ impl TextDecoder {
             .collect()
     }
 
+    /// Fresh per-layer caches for audio features `[batch, ctx, state]`: the
+    /// cross-attention keys/values, and empty self-attention keys/values.
+    pub fn new_caches(&self, features: &Array) -> Result<Vec<LayerCache>> {
+        self.cross_cache(features)?
+            .into_iter()
+            .map(|(cross_keys, cross_values)| {
+                let s = cross_keys.shape();
+                let empty = ops::zeros_dtype(&[s[0], s[1], 0, s[3]], cross_keys.dtype())?;
+                Ok(LayerCache {
+                    self_keys: empty.clone(),
+                    self_values: empty,
+                    cross_keys,
+                    cross_values,
+                })
+            })
+            .collect()
+    }
+
     /// Runs `tokens` `[batch, q]` at `positions` `[batch, q]` against the per-layer
     /// caches, which are extended with the new keys/values. `mask` is additive,
     /// `[batch, 1, q, cached + q]`. Returns the final hidden states `[batch, q, state]`.

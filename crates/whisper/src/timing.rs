@@ -16,7 +16,6 @@ use serde::Serialize;
 use crate::decoding::AudioFeatures;
 use crate::error::{Result, WhisperError};
 use crate::mel::{HOP_LENGTH, SAMPLE_RATE};
-use crate::model::LayerCache;
 use crate::transcribe::Segment;
 use crate::Whisper;
 
@@ -227,20 +226,7 @@ fn text_token_probabilities(
     let decoder = &whisper.model.decoder;
     let dtype = whisper.model.dtype;
     let q = tokens.len();
-    let mut caches: Vec<LayerCache> = decoder
-        .cross_cache(&features.0)?
-        .into_iter()
-        .map(|(cross_keys, cross_values)| {
-            let s = cross_keys.shape().to_vec();
-            let empty = mlx_rs::ops::zeros_dtype(&[s[0], s[1], 0, s[3]], cross_keys.dtype())?;
-            Ok(LayerCache {
-                self_keys: empty.clone(),
-                self_values: empty,
-                cross_keys,
-                cross_values,
-            })
-        })
-        .collect::<Result<_>>()?;
+    let mut caches = decoder.new_caches(&features.0)?;
     let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
     let input = Array::from_slice(&ids, &[1, q as i32]);
     let positions = Array::from_iter(0..q as i32, &[1, q as i32]);

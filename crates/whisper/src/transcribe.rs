@@ -794,22 +794,7 @@ impl Whisper {
         let stacked: Vec<&Array> = features.iter().map(|f| &f.0).collect();
         let stacked = mlx_rs::ops::concatenate(&stacked, 0)?;
         let n = features.len() as i32;
-        let mut caches: Vec<crate::model::LayerCache> = self
-            .model
-            .decoder
-            .cross_cache(&stacked)?
-            .into_iter()
-            .map(|(cross_keys, cross_values)| {
-                let s = cross_keys.shape().to_vec();
-                let empty = mlx_rs::ops::zeros_dtype(&[s[0], s[1], 0, s[3]], cross_keys.dtype())?;
-                Ok(crate::model::LayerCache {
-                    self_keys: empty.clone(),
-                    self_values: empty,
-                    cross_keys,
-                    cross_values,
-                })
-            })
-            .collect::<Result<_>>()?;
+        let mut caches = self.model.decoder.new_caches(&stacked)?;
         let tokens = Array::from_slice(&vec![self.tokenizer.sot() as i32; n as usize], &[n, 1]);
         let positions = Array::from_slice(&vec![0i32; n as usize], &[n, 1]);
         let mask = mlx_rs::ops::zeros_dtype(&[n, 1, 1, 1], self.model.dtype)?;
