@@ -1,0 +1,9 @@
+// Build script shared by every crate whose binaries or test binaries link MLX
+// (`build = "../mlx-sys/rpath.rs"`): embed the runtime's rpath so they run
+// without LD_LIBRARY_PATH. `DEP_MLX_LIB_DIR` is emitted by crates/mlx-sys and
+// reaches only direct dependents, so such crates list `mlx-sys` themselves.
+fn main() {
+    if let Ok(dir) = std::env::var("DEP_MLX_LIB_DIR") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+    }
+}
