@@ -121,6 +121,15 @@ pub fn jfk() -> Clip {
     }
 }
 
+/// Decodes an audio file to 16 kHz mono samples; panics with the path on failure.
+pub fn samples(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let hint = path.extension().and_then(|e| e.to_str());
+    steno_audio::decode(&bytes, hint, &steno_audio::Limits::default())
+        .unwrap_or_else(|e| panic!("decoding {}: {e}", path.display()))
+        .samples
+}
+
 /// Directory of the model `name` (e.g. [`TINY_EN`], [`BASE`]), if it has been fetched.
 pub fn try_model_dir(name: &str) -> Option<PathBuf> {
     let dir = assets_dir().join("models").join(name);

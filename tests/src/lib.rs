@@ -3,4 +3,6 @@
 
 pub mod assets;
 pub mod cli;
+pub mod prometheus;
+pub mod server;
 pub mod wer;

@@ -30,7 +30,7 @@ fn corpus_wer(model: &str, clips: &[Clip]) -> f64 {
     let run = cli::transcribe(&assets::model_dir(model), &files, &["--language", "en"]);
     let audio: f64 = clips
         .iter()
-        .map(|c| decode(&c.path).len() as f64 / 16_000.0)
+        .map(|c| assets::samples(&c.path).len() as f64 / 16_000.0)
         .sum();
     let stats = wer::corpus_stats(
         clips
@@ -49,13 +49,6 @@ fn corpus_wer(model: &str, clips: &[Clip]) -> f64 {
         stats.reference_words,
     );
     stats.wer()
-}
-
-fn decode(path: &std::path::Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).expect("read clip");
-    steno_audio::decode(&bytes, None, &steno_audio::Limits::default())
-        .expect("decode clip")
-        .samples
 }
 
 #[test]
@@ -155,7 +148,7 @@ fn ten_minute_file(check_wer: bool) {
     let mut clips: Vec<(Clip, Vec<f32>)> = assets::english_clips()
         .into_iter()
         .map(|c| {
-            let samples = decode(&c.path);
+            let samples = assets::samples(&c.path);
             (c, samples)
         })
         .collect();

@@ -1,211 +1,247 @@
-//! steno-engine: the one worker thread that owns MLX and the loaded model.
+//! steno-engine: the one worker thread that owns MLX and the loaded models.
 //!
-//! [`Engine::start`] spawns the thread `steno-mlx`, which loads the model itself and
-//! reports readiness. Requests become [`Job`]s on a bounded queue (`try_send`: a
-//! full queue is an overload error, never a wait without bound). The worker feeds
-//! them to the Whisper [`Scheduler`], whose every step advances the rows of all jobs
-//! together, and answers each job on its own oneshot channel. A dropped receiver
-//! (the client went away) cancels the job's rows before the next step.
+//! [`Engine::start`] spawns the thread `steno-mlx`, which loads the default model
+//! itself and reports readiness. Requests become jobs on a bounded queue: admission
+//! counts jobs in flight and refuses past the limit (an overload error, never a wait
+//! without bound). The worker feeds jobs to each model's [`Backend`], whose every
+//! step advances the rows of all its jobs together, and answers each job on its own
+//! oneshot (plus an optional channel of text deltas for streaming). A dropped
+//! receiver (the client went away) or a passed deadline frees the job's rows before
+//! the next step.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+mod backend;
+pub mod metrics;
+mod worker;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use steno_whisper::{JobEvent, JobId, Scheduler, TranscribeOptions, Transcript, Whisper};
+pub use backend::{Backend, StepReport, WhisperBackend};
+pub use metrics::Metrics;
+use steno_whisper::{TokenLogprob, TranscribeOptions, Transcript};
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
-    #[error("the server is overloaded; retry later")]
+    #[error("the server is at capacity; retry later")]
     Overloaded,
-    #[error("the engine is shutting down")]
+    #[error("the server is shutting down or not ready")]
     Unavailable,
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("the model `{0}` is not available: it failed to load")]
+    ModelUnavailable(String),
+    #[error("the request took longer than its deadline")]
+    DeadlineExceeded,
     #[error("transcription failed: {0}")]
     Internal(String),
 }
 
-pub struct Job {
+/// Loads a model by its configured id, on the worker thread.
+pub type Loader = Box<dyn FnMut(&str) -> Result<Box<dyn Backend>, String> + Send>;
+
+/// A transcription request as the worker sees it: plain data, no MLX types.
+pub struct Request {
+    /// Configured model id (aliases already resolved).
+    pub model: String,
     pub samples: Vec<f32>,
     pub options: TranscribeOptions,
-    pub reply: oneshot::Sender<Result<Transcript, EngineError>>,
+    /// Compute per-token log-probabilities for the reply (and deltas).
+    pub logprobs: bool,
+    /// Stop and answer [`EngineError::DeadlineExceeded`] after this instant.
+    pub deadline: Option<Instant>,
+    /// Receives the text as segments finish (for SSE); the final reply still comes
+    /// on the oneshot.
+    pub deltas: Option<mpsc::UnboundedSender<Delta>>,
+    /// The request's span; the worker enters it while it works on the job.
+    pub span: tracing::Span,
 }
+
+/// Text that finished since the last delta.
+#[derive(Clone, Debug)]
+pub struct Delta {
+    pub text: String,
+    pub logprobs: Option<Vec<TokenLogprob>>,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub transcript: Transcript,
+    pub logprobs: Option<Vec<TokenLogprob>>,
+    /// Seconds from admission until the worker took the job.
+    pub queue_seconds: f64,
+    /// Seconds on the worker.
+    pub inference_seconds: f64,
+}
+
+pub type ReplyReceiver = oneshot::Receiver<Result<Reply, EngineError>>;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// Jobs waiting for the worker beyond those it is running.
-    pub queue_capacity: usize,
-    /// Rows (30 s windows) decoded together.
-    pub max_batch_rows: usize,
+    /// The model loaded at start; must load for the engine to start.
+    pub default_model: String,
+    /// Jobs admitted (queued or running) before new ones get [`EngineError::Overloaded`].
+    pub max_jobs: usize,
+    /// Unload a model other than the default after this long without work.
+    pub idle_unload_after: Option<Duration>,
+    /// Bytes of MLX memory the resident models may take; idle non-default models
+    /// are unloaded, least recently used first, to stay under it.
+    pub max_model_bytes: Option<u64>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            queue_capacity: 64,
-            max_batch_rows: 16,
+            default_model: String::new(),
+            max_jobs: 64,
+            idle_unload_after: None,
+            max_model_bytes: None,
         }
     }
+}
+
+/// A job's admission slot; freeing it (on drop) lets another job in.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct Job {
+    request: Request,
+    reply: oneshot::Sender<Result<Reply, EngineError>>,
+    admitted: Instant,
+    _slot: Slot,
+}
+
+/// State the handle and the worker share.
+struct Shared {
+    healthy: AtomicBool,
+    draining: AtomicBool,
+    /// Set when the drain deadline passes: the worker fails what is left and exits.
+    abort: AtomicBool,
+    in_flight: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
 }
 
 /// Handle to the worker; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    jobs: mpsc::Sender<Job>,
-    healthy: Arc<AtomicBool>,
-    worker: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    jobs: std_mpsc::SyncSender<Job>,
+    shared: Arc<Shared>,
+    max_jobs: usize,
+    worker: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Engine {
-    /// Starts the worker; `load` runs on it and must succeed before this returns.
-    pub fn start<F>(config: EngineConfig, load: F) -> Result<Self, String>
-    where
-        F: FnOnce() -> Result<Whisper, String> + Send + 'static,
-    {
-        let (jobs, receiver) = mpsc::channel(config.queue_capacity.max(1));
-        let (ready, ready_rx) = std::sync::mpsc::channel();
-        let healthy = Arc::new(AtomicBool::new(false));
-        let worker_healthy = healthy.clone();
+    /// Starts the worker, which loads `config.default_model` with `loader` before
+    /// this returns (its error is returned as is).
+    pub fn start(
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+        loader: Loader,
+    ) -> Result<Self, String> {
+        let max_jobs = config.max_jobs.max(1);
+        let (jobs, receiver) = std_mpsc::sync_channel(max_jobs);
+        let (ready, ready_rx) = std_mpsc::channel();
+        let shared = Arc::new(Shared {
+            healthy: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            abort: AtomicBool::new(false),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            metrics,
+        });
+        let worker_shared = shared.clone();
         let worker = std::thread::Builder::new()
             .name("steno-mlx".into())
-            .spawn(move || match load() {
-                Ok(whisper) => {
-                    worker_healthy.store(true, Ordering::SeqCst);
-                    let _ = ready.send(Ok(()));
-                    run(whisper, receiver, config.max_batch_rows);
-                    worker_healthy.store(false, Ordering::SeqCst);
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                }
-            })
+            .spawn(move || worker::run(config, loader, receiver, worker_shared, ready))
             .map_err(|e| format!("cannot start the worker thread: {e}"))?;
-        ready_rx
-            .recv()
-            .map_err(|_| "the worker thread died while loading".to_string())??;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = worker.join();
+                return Err(e);
+            }
+            Err(_) => return Err("the worker thread died while loading".into()),
+        }
         Ok(Self {
             jobs,
-            healthy,
-            worker: Arc::new(std::sync::Mutex::new(Some(worker))),
+            shared,
+            max_jobs,
+            worker: Arc::new(Mutex::new(Some(worker))),
         })
     }
 
+    /// Serving: the worker runs and the engine is not draining.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::SeqCst)
+        self.shared.healthy.load(Ordering::SeqCst) && !self.shared.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
     }
 
     /// Queues a job; never waits for room.
-    pub fn submit(
-        &self,
-        samples: Vec<f32>,
-        options: TranscribeOptions,
-    ) -> Result<oneshot::Receiver<Result<Transcript, EngineError>>, EngineError> {
+    pub fn submit(&self, request: Request) -> Result<ReplyReceiver, EngineError> {
+        if self.shared.draining.load(Ordering::SeqCst)
+            || !self.shared.healthy.load(Ordering::SeqCst)
+        {
+            return Err(EngineError::Unavailable);
+        }
+        let admitted =
+            self.shared
+                .in_flight
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < self.max_jobs).then_some(n + 1)
+                });
+        if admitted.is_err() {
+            self.shared
+                .metrics
+                .rejections
+                .with_label_values(&["engine_full"])
+                .inc();
+            return Err(EngineError::Overloaded);
+        }
+        let slot = Slot(self.shared.in_flight.clone());
         let (reply, receiver) = oneshot::channel();
         let job = Job {
-            samples,
-            options,
+            request,
             reply,
+            admitted: Instant::now(),
+            _slot: slot,
         };
         match self.jobs.try_send(job) {
             Ok(()) => Ok(receiver),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(EngineError::Overloaded),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(EngineError::Unavailable),
+            Err(std_mpsc::TrySendError::Full(_)) => Err(EngineError::Overloaded),
+            Err(std_mpsc::TrySendError::Disconnected(_)) => Err(EngineError::Unavailable),
         }
     }
 
-    /// Stops accepting, lets the worker finish what it holds, and joins it.
-    pub fn shutdown(self) {
+    /// Stops admitting (new jobs get [`EngineError::Unavailable`], health turns 503)
+    /// while jobs already admitted finish.
+    pub fn begin_drain(&self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Drains, waits up to `deadline` for admitted jobs to finish, then fails what
+    /// is left and joins the worker.
+    pub fn shutdown(&self, deadline: Duration) {
+        self.begin_drain();
+        let until = Instant::now() + deadline;
+        while self.shared.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.shared.abort.store(true, Ordering::SeqCst);
         let handle = self.worker.lock().ok().and_then(|mut w| w.take());
-        drop(self.jobs);
         if let Some(handle) = handle {
             let _ = handle.join();
         }
     }
 }
 
-fn run(whisper: Whisper, mut receiver: mpsc::Receiver<Job>, max_rows: usize) {
-    let mut scheduler = Scheduler::new(max_rows);
-    let mut replies: std::collections::HashMap<
-        JobId,
-        oneshot::Sender<Result<Transcript, EngineError>>,
-    > = std::collections::HashMap::new();
-    let mut next_id: JobId = 0;
-    let mut open = true;
-    loop {
-        // Idle: block for work. Busy: take whatever arrived without waiting.
-        let incoming = if scheduler.is_idle() {
-            if !open {
-                return;
-            }
-            match receiver.blocking_recv() {
-                Some(job) => Some(job),
-                None => return,
-            }
-        } else {
-            match receiver.try_recv() {
-                Ok(job) => Some(job),
-                Err(mpsc::error::TryRecvError::Empty) => None,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    open = false;
-                    None
-                }
-            }
-        };
-        if let Some(job) = incoming {
-            let id = next_id;
-            next_id += 1;
-            match scheduler.submit(&whisper, id, &job.samples, job.options) {
-                Ok(()) => {
-                    replies.insert(id, job.reply);
-                }
-                Err(e) => {
-                    let _ = job
-                        .reply
-                        .send(Err(EngineError::InvalidRequest(e.to_string())));
-                }
-            }
-            continue; // admit everything that is waiting before stepping
-        }
-        // Cancellation: a client that went away frees its rows now.
-        let gone: Vec<JobId> = replies
-            .iter()
-            .filter(|(_, r)| r.is_closed())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
-            replies.remove(&id);
-            if let Err(e) = scheduler.cancel(id) {
-                tracing::error!(error = %e, "cancelling a job failed");
-            }
-        }
-        match scheduler.step(&whisper) {
-            Ok(events) => {
-                for (id, event) in events {
-                    let result = match event {
-                        JobEvent::Done(t) => Ok(t),
-                        JobEvent::Failed(e) => {
-                            tracing::error!(error = %e, "job failed");
-                            Err(EngineError::Internal(
-                                "the model failed on this request".into(),
-                            ))
-                        }
-                        JobEvent::Segments(_) => continue,
-                    };
-                    if let Some(reply) = replies.remove(&id) {
-                        let _ = reply.send(result);
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "scheduler step failed; failing its jobs");
-                for (id, reply) in replies.drain() {
-                    let _ = scheduler.cancel(id);
-                    let _ = reply.send(Err(EngineError::Internal(
-                        "the model failed on this request".into(),
-                    )));
-                }
-            }
-        }
-    }
-}
+#[cfg(test)]
+mod tests;

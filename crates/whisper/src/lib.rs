@@ -13,6 +13,7 @@ pub mod error;
 pub mod hub;
 pub mod load;
 pub mod mel;
+pub mod runtime;
 pub mod model;
 pub mod timing;
 pub mod tokenizer;
@@ -21,7 +22,9 @@ pub mod transcribe;
 pub use error::{Result, WhisperError};
 pub use load::LoadOptions;
 pub use tokenizer::Task;
-pub use transcribe::{JobEvent, JobId, Mode, Scheduler, Segment, TranscribeOptions, Transcript};
+pub use transcribe::{
+    JobEvent, JobId, Mode, Scheduler, Segment, TokenLogprob, TranscribeOptions, Transcript,
+};
 
 /// A loaded model with everything needed to transcribe with it.
 pub struct Whisper {

@@ -600,6 +600,15 @@ impl Tokenizer {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// The bytes of a text token (ids below `eot`); `None` for special tokens.
+    pub fn token_bytes(&self, token: u32) -> Option<&[u8]> {
+        if token < self.eot {
+            self.token_bytes.get(token as usize).map(Vec::as_slice)
+        } else {
+            None
+        }
+    }
+
     fn push_text_bytes(&self, out: &mut Vec<u8>, token: u32) {
         if let Some(b) = self.token_bytes.get(token as usize) {
             out.extend_from_slice(b);

@@ -127,6 +127,14 @@ pub struct Transcript {
     pub segments: Vec<Segment>,
 }
 
+/// One text token with its log-probability (OpenAI's `include[]=logprobs` entry).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+}
+
 pub type JobId = u64;
 
 /// What a step tells the caller about a job.
@@ -178,6 +186,7 @@ pub struct Scheduler {
     waiting: VecDeque<PendingWindow>,
     max_rows: usize,
     next_row: RowId,
+    last_step_rows: usize,
 }
 
 impl Scheduler {
@@ -188,6 +197,7 @@ impl Scheduler {
             waiting: VecDeque::new(),
             max_rows: max_rows.max(1),
             next_row: 0,
+            last_step_rows: 0,
         }
     }
 
@@ -201,6 +211,20 @@ impl Scheduler {
 
     pub fn waiting_windows(&self) -> usize {
         self.waiting.len()
+    }
+
+    pub fn max_rows(&self) -> usize {
+        self.max_rows
+    }
+
+    /// Every job not yet finished.
+    pub fn job_ids(&self) -> Vec<JobId> {
+        self.jobs.keys().copied().collect()
+    }
+
+    /// Rows the last [`Scheduler::step`] advanced in its decoder call (0: none ran).
+    pub fn last_step_rows(&self) -> usize {
+        self.last_step_rows
     }
 
     /// Adds a job: 16 kHz mono samples and options.
@@ -323,6 +347,7 @@ impl Scheduler {
             }
         }
         let batch = self.batch.get_or_insert_with(|| Batch::new(&whisper.model));
+        self.last_step_rows = batch.len();
         if !batch.is_empty() {
             match batch.step(&whisper.model) {
                 Ok(outcomes) => finished.extend(outcomes),
@@ -883,6 +908,23 @@ impl Whisper {
             timestamps,
             sample_len: self.model.dims.n_text_ctx / 2,
         })
+    }
+
+    /// The text tokens of `segments` with their log-probabilities, in order
+    /// (timestamps and special tokens left out).
+    pub fn token_logprobs(&self, segments: &[Segment]) -> Vec<TokenLogprob> {
+        segments
+            .iter()
+            .flat_map(|s| s.tokens.iter().zip(&s.token_logprobs))
+            .filter_map(|(&token, &logprob)| {
+                let bytes = self.tokenizer.token_bytes(token)?.to_vec();
+                Some(TokenLogprob {
+                    token: String::from_utf8_lossy(&bytes).into_owned(),
+                    logprob,
+                    bytes,
+                })
+            })
+            .collect()
     }
 
     /// Transcribes several files together through one scheduler (the CLI's path).

@@ -1,0 +1,421 @@
+//! Scheduling tests against a scripted backend: no model, no MLX. The real model is
+//! tested end to end in `tests/` (steno-e2e).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use steno_whisper::runtime::MemoryStats;
+use steno_whisper::{
+    JobEvent, JobId, Segment, TokenLogprob, TranscribeOptions, Transcript, WhisperError,
+};
+use tokio::sync::mpsc;
+
+use super::*;
+
+/// What the scripted backends did, for assertions.
+#[derive(Default)]
+struct Log {
+    /// Job ids advanced by each step.
+    steps: Vec<Vec<JobId>>,
+    cancelled: Vec<JobId>,
+    loads: Vec<String>,
+}
+
+/// Each job needs `samples.len()` steps; one row per job; a job whose first sample
+/// is negative makes the batch it is in fail. Steps take `step_time`.
+struct Scripted {
+    max_rows: usize,
+    step_time: Duration,
+    /// Jobs in arrival order with the steps each still needs.
+    jobs: Vec<(JobId, usize, bool)>,
+    log: Arc<Mutex<Log>>,
+}
+
+impl Backend for Scripted {
+    fn submit(
+        &mut self,
+        id: JobId,
+        samples: &[f32],
+        options: TranscribeOptions,
+    ) -> Result<(), String> {
+        if options.language.as_deref() == Some("xx") {
+            return Err("unsupported language `xx`".into());
+        }
+        let poison = samples.first().is_some_and(|&s| s < 0.0);
+        self.jobs.push((id, samples.len(), poison));
+        Ok(())
+    }
+
+    fn cancel(&mut self, id: JobId) {
+        self.jobs.retain(|(j, _, _)| *j != id);
+        self.log.lock().unwrap().cancelled.push(id);
+    }
+
+    fn step(&mut self) -> StepReport {
+        std::thread::sleep(self.step_time);
+        let rows = self.jobs.len().min(self.max_rows);
+        let batch: Vec<JobId> = self.jobs[..rows].iter().map(|(id, _, _)| *id).collect();
+        self.log.lock().unwrap().steps.push(batch.clone());
+        let mut events = Vec::new();
+        if self.jobs[..rows].iter().any(|(_, _, poison)| *poison) {
+            for id in &batch {
+                events.push((
+                    *id,
+                    JobEvent::Failed(WhisperError::Mlx("scripted failure".into())),
+                ));
+            }
+            self.jobs.drain(..rows);
+            return StepReport { events, rows };
+        }
+        for job in &mut self.jobs[..rows] {
+            job.1 = job.1.saturating_sub(1);
+        }
+        let (done, left): (Vec<_>, Vec<_>) = self.jobs.drain(..).partition(|(_, n, _)| *n == 0);
+        self.jobs = left;
+        for (id, _, _) in done {
+            events.push((id, JobEvent::Segments(vec![segment(id, 0)])));
+            events.push((id, JobEvent::Done(transcript(id))));
+        }
+        StepReport { events, rows }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    fn waiting_rows(&self) -> usize {
+        self.jobs.len().saturating_sub(self.max_rows)
+    }
+
+    fn token_logprobs(&self, segments: &[Segment]) -> Vec<TokenLogprob> {
+        segments
+            .iter()
+            .map(|s| TokenLogprob {
+                token: s.text.clone(),
+                logprob: -0.5,
+                bytes: s.text.clone().into_bytes(),
+            })
+            .collect()
+    }
+
+    fn memory(&self) -> MemoryStats {
+        MemoryStats {
+            active_bytes: 100,
+            ..MemoryStats::default()
+        }
+    }
+}
+
+fn segment(job: JobId, id: usize) -> Segment {
+    Segment {
+        id,
+        seek: 0,
+        start: 0.0,
+        end: 1.0,
+        text: format!(" job {job}"),
+        tokens: vec![],
+        temperature: 0.0,
+        avg_logprob: -0.1,
+        compression_ratio: 1.0,
+        no_speech_prob: 0.0,
+        token_logprobs: vec![],
+        words: None,
+    }
+}
+
+fn transcript(job: JobId) -> Transcript {
+    Transcript {
+        text: format!(" job {job}"),
+        language: "en".into(),
+        language_probs: None,
+        duration: 1.0,
+        segments: vec![segment(job, 0)],
+    }
+}
+
+struct Harness {
+    engine: Engine,
+    log: Arc<Mutex<Log>>,
+}
+
+fn start(config: EngineConfig, max_rows: usize, step_time: Duration) -> Harness {
+    let log = Arc::new(Mutex::new(Log::default()));
+    let loader_log = log.clone();
+    let loader: Loader = Box::new(move |model: &str| {
+        loader_log.lock().unwrap().loads.push(model.to_string());
+        if model == "broken" {
+            return Err("corrupt weights".to_string());
+        }
+        Ok(Box::new(Scripted {
+            max_rows,
+            step_time,
+            jobs: Vec::new(),
+            log: loader_log.clone(),
+        }) as Box<dyn Backend>)
+    });
+    let config = EngineConfig {
+        default_model: "default".into(),
+        ..config
+    };
+    let engine = Engine::start(config, Arc::new(Metrics::new()), loader).expect("engine starts");
+    Harness { engine, log }
+}
+
+fn request(model: &str, steps: usize) -> Request {
+    Request {
+        model: model.into(),
+        samples: vec![0.5; steps],
+        options: TranscribeOptions::default(),
+        logprobs: false,
+        deadline: None,
+        deltas: None,
+        span: tracing::Span::none(),
+    }
+}
+
+fn wait(receiver: ReplyReceiver) -> Result<Reply, EngineError> {
+    receiver
+        .blocking_recv()
+        .expect("the worker answers every job")
+}
+
+#[test]
+fn a_lone_job_runs_at_once_and_later_jobs_join_between_steps() {
+    let h = start(EngineConfig::default(), 8, Duration::from_millis(5));
+    let long = h.engine.submit(request("default", 40)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let short = h.engine.submit(request("default", 3)).unwrap();
+    let short_reply = wait(short).unwrap();
+    let long_reply = wait(long).unwrap();
+    assert_eq!(short_reply.transcript.text, " job 1");
+    assert_eq!(long_reply.transcript.text, " job 0");
+    let log = h.log.lock().unwrap();
+    assert_eq!(
+        log.steps[0],
+        vec![0],
+        "the first job starts alone, without waiting"
+    );
+    let joint = log.steps.iter().filter(|s| s.len() == 2).count();
+    assert_eq!(
+        joint, 3,
+        "the short job shares three steps with the long one"
+    );
+    assert!(
+        log.steps.last().unwrap() == &vec![0],
+        "the short job leaves and the long one goes on"
+    );
+    assert!(h.engine.metrics().decoder_steps.get() >= 40);
+}
+
+#[test]
+fn max_batch_rows_bounds_each_step() {
+    let h = start(EngineConfig::default(), 2, Duration::from_millis(1));
+    let receivers: Vec<_> = (0..5)
+        .map(|_| h.engine.submit(request("default", 4)).unwrap())
+        .collect();
+    for r in receivers {
+        wait(r).unwrap();
+    }
+    let log = h.log.lock().unwrap();
+    assert!(log.steps.iter().all(|s| s.len() <= 2));
+    assert!(log.steps.iter().any(|s| s.len() == 2));
+}
+
+#[test]
+fn a_dropped_receiver_frees_the_job_before_the_next_step() {
+    let h = start(EngineConfig::default(), 8, Duration::from_millis(5));
+    let gone = h.engine.submit(request("default", 10_000)).unwrap();
+    let stays = h.engine.submit(request("default", 30)).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    drop(gone);
+    assert!(wait(stays).is_ok());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.log.lock().unwrap().cancelled.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(h.log.lock().unwrap().cancelled, vec![0]);
+    let metrics = h.engine.metrics();
+    assert_eq!(
+        metrics
+            .cancellations
+            .with_label_values(&["client_gone"])
+            .get(),
+        1
+    );
+    // The slot is free again.
+    assert!(wait(h.engine.submit(request("default", 1)).unwrap()).is_ok());
+}
+
+#[test]
+fn admission_refuses_past_max_jobs_and_frees_slots_on_completion() {
+    let config = EngineConfig {
+        max_jobs: 2,
+        ..EngineConfig::default()
+    };
+    let h = start(config, 8, Duration::from_millis(5));
+    let a = h.engine.submit(request("default", 20)).unwrap();
+    let b = h.engine.submit(request("default", 20)).unwrap();
+    assert!(matches!(
+        h.engine.submit(request("default", 1)),
+        Err(EngineError::Overloaded)
+    ));
+    assert_eq!(
+        h.engine
+            .metrics()
+            .rejections
+            .with_label_values(&["engine_full"])
+            .get(),
+        1
+    );
+    wait(a).unwrap();
+    wait(b).unwrap();
+    // Slots are released when the jobs finish.
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(wait(h.engine.submit(request("default", 1)).unwrap()).is_ok());
+}
+
+#[test]
+fn a_failed_batch_fails_only_its_rows_and_the_worker_keeps_serving() {
+    // Two rows per step: the poisoned job and its batch mate fail; the third job,
+    // still waiting for a row, is untouched.
+    let h = start(EngineConfig::default(), 2, Duration::from_millis(2));
+    let mut poison = request("default", 5);
+    poison.samples[0] = -1.0;
+    let mate = h.engine.submit(request("default", 5)).unwrap();
+    let bad = h.engine.submit(poison).unwrap();
+    let waiting = h.engine.submit(request("default", 5)).unwrap();
+    assert!(matches!(wait(mate), Err(EngineError::Internal(_))));
+    assert!(matches!(wait(bad), Err(EngineError::Internal(_))));
+    assert!(wait(waiting).is_ok());
+    assert!(wait(h.engine.submit(request("default", 2)).unwrap()).is_ok());
+    assert!(h.engine.is_healthy());
+}
+
+#[test]
+fn an_invalid_request_is_refused_without_touching_others() {
+    let h = start(EngineConfig::default(), 8, Duration::from_millis(1));
+    let mut bad = request("default", 3);
+    bad.options.language = Some("xx".into());
+    let good = h.engine.submit(request("default", 3)).unwrap();
+    assert!(matches!(
+        wait(h.engine.submit(bad).unwrap()),
+        Err(EngineError::InvalidRequest(_))
+    ));
+    assert!(wait(good).is_ok());
+}
+
+#[test]
+fn a_passed_deadline_stops_the_job_with_its_own_error() {
+    let h = start(EngineConfig::default(), 8, Duration::from_millis(5));
+    let mut slow = request("default", 10_000);
+    slow.deadline = Some(Instant::now() + Duration::from_millis(50));
+    let started = Instant::now();
+    assert!(matches!(
+        wait(h.engine.submit(slow).unwrap()),
+        Err(EngineError::DeadlineExceeded)
+    ));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        h.engine
+            .metrics()
+            .cancellations
+            .with_label_values(&["deadline"])
+            .get(),
+        1
+    );
+}
+
+#[test]
+fn deltas_stream_segments_and_logprobs_come_with_the_reply() {
+    let h = start(EngineConfig::default(), 8, Duration::from_millis(1));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut streamed = request("default", 3);
+    streamed.deltas = Some(tx);
+    streamed.logprobs = true;
+    let reply = wait(h.engine.submit(streamed).unwrap()).unwrap();
+    let delta = rx.blocking_recv().expect("one delta");
+    assert_eq!(delta.text, " job 0");
+    assert_eq!(delta.logprobs.unwrap()[0].logprob, -0.5);
+    assert!(
+        rx.blocking_recv().is_none(),
+        "the sender is dropped with the job"
+    );
+    assert_eq!(reply.logprobs.unwrap()[0].token, " job 0");
+}
+
+#[test]
+fn other_models_load_on_first_use_and_a_broken_one_fails_alone() {
+    let config = EngineConfig {
+        idle_unload_after: Some(Duration::from_millis(100)),
+        ..EngineConfig::default()
+    };
+    let h = start(config, 8, Duration::from_millis(1));
+    assert!(matches!(
+        wait(h.engine.submit(request("broken", 2)).unwrap()),
+        Err(EngineError::ModelUnavailable(_))
+    ));
+    assert!(wait(h.engine.submit(request("other", 2)).unwrap()).is_ok());
+    assert!(wait(h.engine.submit(request("default", 2)).unwrap()).is_ok());
+    assert_eq!(h.engine.metrics().models_loaded.get(), 2);
+    // Idle past the TTL: "other" is unloaded, the default stays.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(h.engine.metrics().models_loaded.get(), 1);
+    assert!(wait(h.engine.submit(request("other", 2)).unwrap()).is_ok());
+    let loads = h.log.lock().unwrap().loads.clone();
+    assert_eq!(loads, ["default", "broken", "other", "other"]);
+}
+
+#[test]
+fn the_memory_budget_unloads_the_least_recently_used_idle_model() {
+    let config = EngineConfig {
+        // A budget below the default model alone: every idle model other than the
+        // default and the one just loaded must go.
+        max_model_bytes: Some(0),
+        ..EngineConfig::default()
+    };
+    let h = start(config, 8, Duration::from_millis(1));
+    assert!(wait(h.engine.submit(request("a", 1)).unwrap()).is_ok());
+    assert!(wait(h.engine.submit(request("b", 1)).unwrap()).is_ok());
+    std::thread::sleep(Duration::from_millis(150));
+    // The default model is never unloaded; "a" went when "b" came.
+    assert_eq!(h.engine.metrics().models_loaded.get(), 2);
+    assert!(wait(h.engine.submit(request("a", 1)).unwrap()).is_ok());
+    assert_eq!(h.log.lock().unwrap().loads, ["default", "a", "b", "a"]);
+}
+
+#[test]
+fn a_failing_default_model_fails_start() {
+    let loader: Loader = Box::new(|_| Err("corrupt weights in model.bin".to_string()));
+    let config = EngineConfig {
+        default_model: "default".into(),
+        ..EngineConfig::default()
+    };
+    let error = Engine::start(config, Arc::new(Metrics::new()), loader).err();
+    assert_eq!(error.as_deref(), Some("corrupt weights in model.bin"));
+}
+
+#[test]
+fn shutdown_finishes_admitted_work_and_refuses_new_jobs() {
+    let h = start(EngineConfig::default(), 8, Duration::from_millis(2));
+    let admitted = h.engine.submit(request("default", 20)).unwrap();
+    let engine = h.engine.clone();
+    let shutdown = std::thread::spawn(move || engine.shutdown(Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(10));
+    assert!(matches!(
+        h.engine.submit(request("default", 1)),
+        Err(EngineError::Unavailable)
+    ));
+    assert!(!h.engine.is_healthy());
+    assert!(wait(admitted).is_ok());
+    shutdown.join().unwrap();
+}
+
+#[test]
+fn shutdown_past_its_deadline_fails_what_is_left() {
+    let h = start(EngineConfig::default(), 8, Duration::from_millis(5));
+    let endless = h.engine.submit(request("default", 1_000_000)).unwrap();
+    let started = Instant::now();
+    h.engine.shutdown(Duration::from_millis(100));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(matches!(wait(endless), Err(EngineError::Unavailable)));
+}

@@ -1,0 +1,391 @@
+//! The loop on the `steno-mlx` thread: intake, cancellation, one batched step per
+//! busy model, replies, model residency.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use steno_whisper::{JobEvent, JobId};
+
+use crate::{Backend, Delta, EngineConfig, EngineError, Job, Loader, Reply, Shared};
+
+/// How long an idle worker sleeps before checking timers and flags.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+struct Model {
+    backend: Box<dyn Backend>,
+    last_used: Instant,
+    /// MLX memory the model took when it loaded.
+    bytes: u64,
+}
+
+/// A job on the worker.
+struct Running {
+    job: Job,
+    model: String,
+    started: Instant,
+    audio_seconds: f64,
+    /// Segments already sent as deltas.
+    streamed: usize,
+}
+
+struct Worker {
+    config: EngineConfig,
+    loader: Loader,
+    shared: Arc<Shared>,
+    models: HashMap<String, Model>,
+    jobs: HashMap<JobId, Running>,
+    next_id: JobId,
+}
+
+pub(crate) fn run(
+    config: EngineConfig,
+    loader: Loader,
+    receiver: Receiver<Job>,
+    shared: Arc<Shared>,
+    ready: Sender<Result<(), String>>,
+) {
+    let mut worker = Worker {
+        config,
+        loader,
+        shared,
+        models: HashMap::new(),
+        jobs: HashMap::new(),
+        next_id: 0,
+    };
+    let default = worker.config.default_model.clone();
+    if let Err(e) = worker.load(&default) {
+        let _ = ready.send(Err(e));
+        return;
+    }
+    worker.set_healthy(true);
+    let _ = ready.send(Ok(()));
+    worker.serve(&receiver);
+    worker.set_healthy(false);
+}
+
+impl Worker {
+    fn set_healthy(&self, healthy: bool) {
+        self.shared.healthy.store(healthy, Ordering::SeqCst);
+        self.shared.metrics.worker_healthy.set(i64::from(healthy));
+    }
+
+    fn serve(&mut self, receiver: &Receiver<Job>) {
+        loop {
+            if self.shared.abort.load(Ordering::SeqCst) {
+                self.fail_all(EngineError::Unavailable, "shutdown");
+                while let Ok(job) = receiver.try_recv() {
+                    let _ = job.reply.send(Err(EngineError::Unavailable));
+                }
+                return;
+            }
+            // Busy: take whatever arrived without waiting. Idle: wait a little.
+            let first = if self.jobs.is_empty() {
+                match receiver.recv_timeout(IDLE_POLL) {
+                    Ok(job) => Some(job),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            } else {
+                receiver.try_recv().ok()
+            };
+            for job in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| receiver.try_recv().ok()))
+            {
+                self.intake(job);
+            }
+            self.drop_abandoned();
+            self.step_models();
+            self.unload_idle();
+            self.update_gauges();
+        }
+    }
+
+    /// Resolves the job's model (loading it if needed) and hands it to the backend.
+    fn intake(&mut self, job: Job) {
+        let metrics = &self.shared.metrics;
+        metrics
+            .queue_duration
+            .observe(job.admitted.elapsed().as_secs_f64());
+        let model = job.request.model.clone();
+        if !self.models.contains_key(&model) {
+            if let Err(e) = self.load(&model) {
+                tracing::error!(model, error = %e, "loading a model failed");
+                let _ = job.reply.send(Err(EngineError::ModelUnavailable(model)));
+                return;
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let span = job.request.span.clone();
+        let _entered = span.enter();
+        let audio_seconds = job.request.samples.len() as f64 / 16_000.0;
+        let options = job.request.options.clone();
+        let entry = self.models.get_mut(&model).expect("model loaded above");
+        entry.last_used = Instant::now();
+        match entry.backend.submit(id, &job.request.samples, options) {
+            Ok(()) => {
+                tracing::debug!(job = id, audio_seconds, "job admitted to the decoder");
+                self.jobs.insert(
+                    id,
+                    Running {
+                        job,
+                        model,
+                        started: Instant::now(),
+                        audio_seconds,
+                        streamed: 0,
+                    },
+                );
+            }
+            Err(e) => {
+                let _ = job.reply.send(Err(EngineError::InvalidRequest(e)));
+            }
+        }
+    }
+
+    /// Frees the rows of jobs whose client went away or whose deadline passed.
+    fn drop_abandoned(&mut self) {
+        let now = Instant::now();
+        let stopped: Vec<(JobId, &'static str)> = self
+            .jobs
+            .iter()
+            .filter_map(|(id, r)| {
+                if r.job.reply.is_closed() {
+                    Some((*id, "client_gone"))
+                } else if r.job.request.deadline.is_some_and(|d| now >= d) {
+                    Some((*id, "deadline"))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (id, reason) in stopped {
+            if let Some(running) = self.jobs.remove(&id) {
+                if let Some(model) = self.models.get_mut(&running.model) {
+                    model.backend.cancel(id);
+                }
+                self.shared
+                    .metrics
+                    .cancellations
+                    .with_label_values(&[reason])
+                    .inc();
+                tracing::info!(job = id, reason, "job stopped before its end");
+                if reason == "deadline" {
+                    let _ = running.job.reply.send(Err(EngineError::DeadlineExceeded));
+                }
+            }
+        }
+    }
+
+    /// One scheduling round on every model that has work.
+    fn step_models(&mut self) {
+        let busy: Vec<String> = self
+            .models
+            .iter()
+            .filter(|(_, m)| !m.backend.is_idle())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for model_id in busy {
+            let Some(model) = self.models.get_mut(&model_id) else {
+                continue;
+            };
+            model.last_used = Instant::now();
+            let report = model.backend.step();
+            if report.rows > 0 {
+                let metrics = &self.shared.metrics;
+                metrics.decoder_steps.inc();
+                metrics.batch_rows.observe(report.rows as f64);
+            }
+            for (id, event) in report.events {
+                self.deliver(&model_id, id, event);
+            }
+        }
+    }
+
+    fn deliver(&mut self, model_id: &str, id: JobId, event: JobEvent) {
+        let Some(backend) = self.models.get(model_id).map(|m| &m.backend) else {
+            return;
+        };
+        match event {
+            JobEvent::Segments(segments) => {
+                if let Some(running) = self.jobs.get_mut(&id) {
+                    send_deltas(backend.as_ref(), running, &segments);
+                }
+            }
+            JobEvent::Done(transcript) => {
+                let Some(mut running) = self.jobs.remove(&id) else {
+                    return;
+                };
+                let remaining = transcript.segments.get(running.streamed..).unwrap_or(&[]);
+                send_deltas(backend.as_ref(), &mut running, remaining);
+                let logprobs = running
+                    .job
+                    .request
+                    .logprobs
+                    .then(|| backend.token_logprobs(&transcript.segments));
+                let inference_seconds = running.started.elapsed().as_secs_f64();
+                let metrics = &self.shared.metrics;
+                metrics.inference_duration.observe(inference_seconds);
+                metrics.audio_seconds.inc_by(running.audio_seconds);
+                if running.audio_seconds > 0.0 {
+                    metrics
+                        .real_time_factor
+                        .observe(inference_seconds / running.audio_seconds);
+                }
+                let queue_seconds = (running.started - running.job.admitted).as_secs_f64();
+                let _ = running.job.reply.send(Ok(Reply {
+                    transcript,
+                    logprobs,
+                    queue_seconds,
+                    inference_seconds,
+                }));
+            }
+            JobEvent::Failed(e) => {
+                let Some(running) = self.jobs.remove(&id) else {
+                    return;
+                };
+                let span = running.job.request.span.clone();
+                let _entered = span.enter();
+                tracing::error!(job = id, error = %e, "job failed");
+                let _ = running.job.reply.send(Err(EngineError::Internal(
+                    "the model failed on this request".into(),
+                )));
+            }
+        }
+    }
+
+    fn fail_all(&mut self, error: EngineError, reason: &str) {
+        for (id, running) in self.jobs.drain() {
+            if let Some(model) = self.models.get_mut(&running.model) {
+                model.backend.cancel(id);
+            }
+            self.shared
+                .metrics
+                .cancellations
+                .with_label_values(&[reason])
+                .inc();
+            let _ = running.job.reply.send(Err(error.clone()));
+        }
+    }
+
+    fn load(&mut self, model: &str) -> Result<(), String> {
+        let started = Instant::now();
+        let before = self.memory_active();
+        let result = (self.loader)(model);
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.shared
+            .metrics
+            .model_loads
+            .with_label_values(&[model, outcome])
+            .inc();
+        let backend = result?;
+        let bytes = backend.memory().active_bytes.saturating_sub(before);
+        tracing::info!(
+            model,
+            seconds = started.elapsed().as_secs_f64(),
+            mib = bytes / (1 << 20),
+            "model loaded"
+        );
+        self.models.insert(
+            model.to_string(),
+            Model {
+                backend,
+                last_used: Instant::now(),
+                bytes,
+            },
+        );
+        self.evict_over_budget(model);
+        Ok(())
+    }
+
+    fn memory_active(&self) -> u64 {
+        self.models
+            .values()
+            .next()
+            .map_or(0, |m| m.backend.memory().active_bytes)
+    }
+
+    /// Unloads idle models other than the default and `keep`, least recently used
+    /// first, while the resident models exceed the memory budget.
+    fn evict_over_budget(&mut self, keep: &str) {
+        let Some(budget) = self.config.max_model_bytes else {
+            return;
+        };
+        while self.models.values().map(|m| m.bytes).sum::<u64>() > budget {
+            let victim = self
+                .models
+                .iter()
+                .filter(|(id, m)| {
+                    id.as_str() != keep && **id != self.config.default_model && m.backend.is_idle()
+                })
+                .min_by_key(|(_, m)| m.last_used)
+                .map(|(id, _)| id.clone());
+            match victim {
+                Some(id) => {
+                    tracing::info!(
+                        model = id,
+                        "unloading a model to stay under the memory budget"
+                    );
+                    self.models.remove(&id);
+                }
+                None => {
+                    tracing::warn!(
+                        "resident models exceed max_model_bytes; nothing idle to unload"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
+    fn unload_idle(&mut self) {
+        let Some(ttl) = self.config.idle_unload_after else {
+            return;
+        };
+        let default = &self.config.default_model;
+        self.models.retain(|id, m| {
+            let keep = id == default || !m.backend.is_idle() || m.last_used.elapsed() < ttl;
+            if !keep {
+                tracing::info!(model = id, "unloading an idle model");
+            }
+            keep
+        });
+    }
+
+    fn update_gauges(&self) {
+        let metrics = &self.shared.metrics;
+        let waiting: usize = self.models.values().map(|m| m.backend.waiting_rows()).sum();
+        let in_flight = self.shared.in_flight.load(Ordering::SeqCst);
+        let queued_jobs = in_flight.saturating_sub(self.jobs.len());
+        metrics.queue_depth.set((waiting + queued_jobs) as i64);
+        metrics.jobs_in_flight.set(in_flight as i64);
+        metrics.models_loaded.set(self.models.len() as i64);
+        if let Some(model) = self.models.values().next() {
+            let memory = model.backend.memory();
+            metrics.mlx_active_memory.set(memory.active_bytes as i64);
+            metrics.mlx_peak_memory.set(memory.peak_bytes as i64);
+            metrics.mlx_cache_memory.set(memory.cache_bytes as i64);
+        }
+    }
+}
+
+/// Sends `segments` as one delta to a streaming client.
+fn send_deltas(backend: &dyn Backend, running: &mut Running, segments: &[steno_whisper::Segment]) {
+    running.streamed += segments.len();
+    let Some(deltas) = &running.job.request.deltas else {
+        return;
+    };
+    let text: String = segments.iter().map(|s| s.text.as_str()).collect();
+    if text.is_empty() {
+        return;
+    }
+    let logprobs = running
+        .job
+        .request
+        .logprobs
+        .then(|| backend.token_logprobs(segments));
+    let _ = deltas.send(Delta { text, logprobs });
+}
