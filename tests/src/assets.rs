@@ -14,6 +14,7 @@
 //! Manifest paths are relative to the manifest's directory. Sample rates differ between
 //! sources (Asterisk is 8 kHz, espeak-ng output 16 kHz or 22.05 kHz).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,21 @@ pub const JFK_TEXT: &str =
 pub struct Clip {
     pub path: PathBuf,
     pub reference: String,
+}
+
+impl Clip {
+    /// The clip's path relative to the speech directory, as manifests and the reference
+    /// fixtures name it (the full path for clips elsewhere).
+    pub fn speech_key(&self) -> String {
+        let speech = assets_dir().join("speech");
+        let key = self.path.strip_prefix(&speech).unwrap_or(&self.path);
+        key.to_string_lossy().into_owned()
+    }
+
+    /// Length in seconds, decoded.
+    pub fn seconds(&self) -> f64 {
+        samples(&self.path).len() as f64 / 16_000.0
+    }
 }
 
 impl fmt::Display for Clip {
@@ -128,6 +144,23 @@ pub fn samples(path: &Path) -> Vec<f32> {
     steno_audio::decode(&bytes, hint, &steno_audio::Limits::default())
         .unwrap_or_else(|e| panic!("decoding {}: {e}", path.display()))
         .samples
+}
+
+/// What OpenAI's reference implementation (openai-whisper, same weights converted from
+/// the CTranslate2 files) transcribed for every English clip, keyed by
+/// [`Clip::speech_key`]; see tests/fixtures/reference/. `None` without a fixture for `model`.
+pub fn reference_hypotheses(model: &str) -> Option<HashMap<String, String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/reference")
+        .join(format!("{model}.tsv"));
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(p, h)| (p.to_string(), h.to_string()))
+            .collect(),
+    )
 }
 
 /// Directory of the model `name` (e.g. [`TINY_EN`], [`BASE`]), if it has been fetched.

@@ -332,7 +332,7 @@ impl Request {
             .spawn()
             .expect("spawn curl (is it installed?)");
         Pending {
-            child,
+            child: Some(child),
             started: Instant::now(),
             headers,
             body,
@@ -347,9 +347,9 @@ impl Request {
     }
 }
 
-/// A running curl.
+/// A running curl; killed if dropped before it is waited for.
 pub struct Pending {
-    child: Child,
+    child: Option<Child>,
     started: Instant,
     headers: PathBuf,
     body: PathBuf,
@@ -360,18 +360,25 @@ pub struct Pending {
 impl Pending {
     /// curl's process id.
     pub fn id(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Whether curl is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Kills curl (the client goes away mid-request) and reaps it.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn kill(self) {
+        // Drop kills and reaps.
     }
 
     /// Waits for curl; `Err` with curl's message when it got no HTTP response.
-    pub fn wait_result(self) -> Result<Response, String> {
-        let output = self.child.wait_with_output().expect("wait for curl");
+    pub fn wait_result(mut self) -> Result<Response, String> {
+        let child = self.child.take().expect("curl not yet waited for");
+        let output = child.wait_with_output().expect("wait for curl");
         let elapsed = self.started.elapsed();
         let code = String::from_utf8_lossy(&output.stdout).trim().to_string();
         if !output.status.success() {
@@ -399,6 +406,15 @@ impl Pending {
     /// Waits for curl; panics when it got no HTTP response.
     pub fn wait(self) -> Response {
         self.wait_result().unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -67,35 +67,18 @@ fn jfk_transcribes_exactly() {
     );
 }
 
-/// OpenAI's reference implementation (openai-whisper, same weights converted from
-/// the CTranslate2 files) transcribed every clip; see tests/fixtures/reference/.
-fn reference_hypotheses(model: &str) -> Option<std::collections::HashMap<String, String>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/reference")
-        .join(format!("{model}.tsv"));
-    let text = std::fs::read_to_string(path).ok()?;
-    Some(
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split_once('\t'))
-            .map(|(p, h)| (p.to_string(), h.to_string()))
-            .collect(),
-    )
-}
-
 /// Steno's WER on the clips must be no worse than the reference implementation's on
 /// the same clips (plus half a point: a subset of ~800 words moves by ~0.12 points
 /// per edit). Without a reference fixture the absolute bound applies.
 fn assert_no_worse_than_reference(model: &str, clips: &[Clip], absolute_bound: f64) {
     let steno = corpus_wer(model, clips);
-    let bound = match reference_hypotheses(model) {
+    let bound = match assets::reference_hypotheses(model) {
         Some(reference) => {
-            let english = assets::assets_dir().join("speech");
             let stats = wer::corpus_stats(clips.iter().map(|c| {
-                let key = c.path.strip_prefix(&english).unwrap_or(&c.path);
+                let key = c.speech_key();
                 let hypothesis = reference
-                    .get(&key.to_string_lossy().to_string())
-                    .unwrap_or_else(|| panic!("no reference transcript for {}", key.display()));
+                    .get(&key)
+                    .unwrap_or_else(|| panic!("no reference transcript for {key}"));
                 (c.reference.as_str(), hypothesis.as_str())
             }));
             eprintln!(

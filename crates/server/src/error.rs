@@ -1,12 +1,16 @@
 //! One table from failures to HTTP status and OpenAI's error envelope
-//! `{"error":{"message","type","param","code"}}`.
+//! `{"error":{"message","type","param","code"}}` (DESIGN.md §4).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 use steno_audio::AudioError;
 use steno_engine::EngineError;
+
+use crate::api::{ErrorDetail, ErrorResponse};
+
+const INVALID: &str = "invalid_request_error";
+const SERVER: &str = "server_error";
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -18,80 +22,189 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         Self {
-            status: StatusCode::BAD_REQUEST,
-            kind: "invalid_request_error",
+            status,
+            kind,
             message: message.into(),
-            param,
+            param: None,
             code: None,
         }
     }
 
-    pub fn not_found(message: impl Into<String>, param: Option<&'static str>) -> Self {
+    /// 400: a missing or invalid field.
+    pub fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
         Self {
-            status: StatusCode::NOT_FOUND,
+            param,
+            ..Self::new(StatusCode::BAD_REQUEST, INVALID, message)
+        }
+    }
+
+    /// 404: no such model.
+    pub fn model_not_found(model: &str) -> Self {
+        Self {
+            param: Some("model"),
             code: Some("model_not_found"),
-            ..Self::invalid(message, param)
+            ..Self::new(
+                StatusCode::NOT_FOUND,
+                INVALID,
+                format!("The model `{model}` does not exist."),
+            )
+        }
+    }
+
+    /// 404: no such route.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, INVALID, message)
+    }
+
+    /// 405: the route exists with another method.
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, INVALID, message)
+    }
+
+    /// 413: the upload is larger than the configured limit.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self {
+            param: Some("file"),
+            ..Self::new(StatusCode::PAYLOAD_TOO_LARGE, INVALID, message)
+        }
+    }
+
+    /// 401: no key or a wrong one.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self {
+            code: Some("invalid_api_key"),
+            ..Self::new(StatusCode::UNAUTHORIZED, INVALID, message)
+        }
+    }
+
+    /// 429: too many requests at once.
+    pub fn overloaded() -> Self {
+        Self::from(EngineError::Overloaded)
+    }
+
+    /// 500 with a fixed message; the detail goes to the log only.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(%detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            SERVER,
+            "The server had an error while processing your request.",
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn body(&self) -> ErrorResponse {
+        ErrorResponse {
+            error: ErrorDetail {
+                message: self.message.clone(),
+                kind: self.kind,
+                param: self.param,
+                code: self.code,
+            },
         }
     }
 }
 
 impl From<AudioError> for ApiError {
     fn from(e: AudioError) -> Self {
-        let status = match e {
+        match e {
             AudioError::TooLarge { .. } | AudioError::TooLong { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
+                Self::too_large(e.to_string())
             }
-            _ => StatusCode::BAD_REQUEST,
-        };
-        Self {
-            status,
-            ..Self::invalid(e.to_string(), Some("file"))
+            _ => Self::invalid(e.to_string(), Some("file")),
         }
     }
 }
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
+        let message = e.to_string();
         match e {
             EngineError::Overloaded => Self {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                kind: "rate_limit_exceeded",
-                message: e.to_string(),
-                param: None,
                 code: Some("rate_limit_exceeded"),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_exceeded",
+                    message,
+                )
             },
-            EngineError::Unavailable => Self {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                kind: "server_error",
-                message: e.to_string(),
-                param: None,
-                code: None,
-            },
+            EngineError::Unavailable | EngineError::ModelUnavailable(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, SERVER, message)
+            }
             EngineError::InvalidRequest(m) => Self::invalid(m, None),
-            EngineError::Internal(m) => Self {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                kind: "server_error",
-                message: m,
-                param: None,
-                code: None,
-            },
+            EngineError::DeadlineExceeded => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, SERVER, message)
+            }
+            EngineError::Internal(detail) => Self::internal(detail),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": {
-            "message": self.message, "type": self.kind, "param": self.param, "code": self.code,
-        }});
-        let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
+        let mut response = (self.status, Json(self.body())).into_response();
+        if matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_and_type(e: ApiError) -> (u16, &'static str) {
+        (e.status.as_u16(), e.kind)
+    }
+
+    #[test]
+    fn the_error_table() {
+        assert_eq!(
+            status_and_type(ApiError::invalid("x", None)),
+            (400, INVALID)
+        );
+        assert_eq!(
+            status_and_type(ApiError::model_not_found("m")),
+            (404, INVALID)
+        );
+        assert_eq!(status_and_type(ApiError::unauthorized("k")), (401, INVALID));
+        assert_eq!(status_and_type(AudioError::Empty.into()), (400, INVALID));
+        assert_eq!(
+            status_and_type(EngineError::Overloaded.into()),
+            (429, "rate_limit_exceeded")
+        );
+        assert_eq!(
+            status_and_type(EngineError::Unavailable.into()),
+            (503, SERVER)
+        );
+        assert_eq!(
+            status_and_type(EngineError::DeadlineExceeded.into()),
+            (504, SERVER)
+        );
+        let internal = ApiError::from(EngineError::Internal("MLX: out of memory at 0x1".into()));
+        assert_eq!(internal.status.as_u16(), 500);
+        assert!(
+            !internal.message.contains("0x1"),
+            "internals stay in the log"
+        );
+    }
+
+    #[test]
+    fn overload_and_unavailable_carry_retry_after() {
+        for e in [EngineError::Overloaded, EngineError::Unavailable] {
+            let response = ApiError::from(e).into_response();
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        }
     }
 }

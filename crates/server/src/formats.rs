@@ -3,8 +3,9 @@
 
 use std::fmt::Write;
 
-use serde_json::json;
 use steno_whisper::{Segment, Task, Transcript};
+
+use crate::api::{Logprob, Transcription, Usage, VerboseSegment, VerboseTranscription, WordTiming};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -36,6 +37,15 @@ impl std::str::FromStr for Format {
 }
 
 impl Format {
+    /// The HTTP content type of the rendering (OpenAI sends text/plain for
+    /// text, srt and vtt alike).
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json | Format::VerboseJson => "application/json",
+            _ => "text/plain; charset=utf-8",
+        }
+    }
+
     pub fn extension(self) -> &'static str {
         match self {
             Format::Json | Format::VerboseJson => "json",
@@ -63,9 +73,44 @@ fn spoken(segments: &[Segment]) -> impl Iterator<Item = &Segment> {
     segments.iter().filter(|s| !s.text.trim().is_empty())
 }
 
-pub fn render(transcript: &Transcript, format: Format, task: Task) -> String {
-    match format {
-        Format::Json => format!("{}\n", json!({ "text": transcript.text.trim() })),
+/// What a rendering includes beyond the transcript itself.
+#[derive(Clone, Debug)]
+pub struct Rendering {
+    pub format: Format,
+    pub task: Task,
+    /// verbose_json: the segment list (left out when only word timings were asked).
+    pub segments: bool,
+    /// verbose_json: the top-level word list.
+    pub words: bool,
+    /// json/verbose_json: per-token log-probabilities.
+    pub logprobs: Option<Vec<Logprob>>,
+}
+
+impl Rendering {
+    pub fn new(format: Format, task: Task) -> Self {
+        Self {
+            format,
+            task,
+            segments: true,
+            words: false,
+            logprobs: None,
+        }
+    }
+}
+
+fn json_line<T: serde::Serialize>(body: &T) -> String {
+    let mut out = serde_json::to_string(body).unwrap_or_default();
+    out.push('\n');
+    out
+}
+
+pub fn render(transcript: &Transcript, r: &Rendering) -> String {
+    match r.format {
+        Format::Json => json_line(&Transcription {
+            text: transcript.text.trim().to_string(),
+            logprobs: r.logprobs.clone(),
+            usage: Usage::duration(transcript.duration),
+        }),
         Format::Text => format!("{}\n", transcript.text.trim()),
         Format::Srt => {
             let mut out = String::new();
@@ -107,49 +152,55 @@ pub fn render(transcript: &Transcript, format: Format, task: Task) -> String {
             }
             out
         }
-        Format::VerboseJson => {
-            let segments: Vec<_> = transcript
-                .segments
-                .iter()
-                .map(|s| {
-                    json!({
-                        "id": s.id,
-                        "seek": s.seek,
-                        "start": s.start,
-                        "end": s.end,
-                        "text": s.text,
-                        "tokens": s.tokens,
-                        "temperature": s.temperature,
-                        "avg_logprob": s.avg_logprob,
-                        "compression_ratio": s.compression_ratio,
-                        "no_speech_prob": s.no_speech_prob,
-                        "words": s.words,
-                    })
-                })
-                .collect();
-            let words: Vec<_> = transcript
-                .segments
-                .iter()
-                .flat_map(|s| s.words.iter().flatten())
-                .map(|w| json!({ "word": w.word.trim(), "start": w.start, "end": w.end }))
-                .collect();
-            let task = match task {
-                Task::Transcribe => "transcribe",
-                Task::Translate => "translate",
-            };
-            let mut body = json!({
-                    "task": task,
-                    "language": steno_whisper::tokenizer::language_name(&transcript.language)
-                        .unwrap_or(&transcript.language),
-                    "duration": transcript.duration,
-                    "text": transcript.text.trim(),
-                    "segments": segments,
-            });
-            if transcript.segments.iter().any(|s| s.words.is_some()) {
-                body["words"] = json!(words);
-            }
-            format!("{body}\n")
-        }
+        Format::VerboseJson => json_line(&verbose(transcript, r)),
+    }
+}
+
+fn verbose(transcript: &Transcript, r: &Rendering) -> VerboseTranscription {
+    let segments = r.segments.then(|| {
+        transcript
+            .segments
+            .iter()
+            .map(|s| VerboseSegment {
+                id: s.id,
+                seek: s.seek,
+                start: s.start,
+                end: s.end,
+                text: s.text.clone(),
+                tokens: s.tokens.clone(),
+                temperature: s.temperature,
+                avg_logprob: s.avg_logprob,
+                compression_ratio: s.compression_ratio,
+                no_speech_prob: s.no_speech_prob,
+            })
+            .collect()
+    });
+    let words = r.words.then(|| {
+        transcript
+            .segments
+            .iter()
+            .flat_map(|s| s.words.iter().flatten())
+            .map(|w| WordTiming {
+                word: w.word.trim().to_string(),
+                start: w.start,
+                end: w.end,
+            })
+            .collect()
+    });
+    VerboseTranscription {
+        task: match r.task {
+            Task::Transcribe => "transcribe",
+            Task::Translate => "translate",
+        },
+        language: steno_whisper::tokenizer::language_name(&transcript.language)
+            .unwrap_or(&transcript.language)
+            .to_string(),
+        duration: transcript.duration,
+        text: transcript.text.trim().to_string(),
+        segments,
+        words,
+        logprobs: r.logprobs.clone(),
+        usage: Usage::duration(transcript.duration),
     }
 }
 

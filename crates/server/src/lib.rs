@@ -1,9 +1,10 @@
-//! steno-server: the OpenAI-compatible HTTP API (axum) and the `steno` binary.
-//!
-//! Multipart parsing and limits, OpenAI request/response types and formats (json,
-//! text, srt, vtt, verbose_json, SSE), auth, configuration, metrics and the OpenAPI
-//! document; `steno serve` and `steno transcribe`.
+//! steno-server: the OpenAI-compatible HTTP API over the engine — request and
+//! response types, form parsing, formats, errors, configuration, metrics and the
+//! OpenAPI document. The `steno` binary is `src/main.rs`.
 
+pub mod api;
+pub mod config;
 pub mod error;
+pub mod form;
 pub mod formats;
 pub mod routes;

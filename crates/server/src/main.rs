@@ -6,7 +6,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use steno_server::formats::{render, Format};
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use steno_server::config::{Config, LogFormat, Override};
+use steno_server::formats::{render, Format, Rendering};
 use steno_whisper::{LoadOptions, Mode, Task, TranscribeOptions, Whisper};
 
 #[derive(Parser)]
@@ -26,28 +31,82 @@ enum Command {
     Serve(ServeArgs),
     /// Transcribe audio files and print or write the results.
     Transcribe(TranscribeArgs),
+    /// Print the OpenAPI document (what `make openapi` commits as openapi/openapi.json).
+    Openapi,
 }
 
-#[derive(clap::Args)]
+/// Flags override `--config FILE` and `STENO_*` variables, which override the
+/// defaults in config/default.toml (every key documented there).
+#[derive(clap::Args, Default)]
 struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "STENO_HOST", default_value = "127.0.0.1")]
-    host: String,
-    /// Port to listen on (0 picks a free one; the address is logged).
-    #[arg(long, env = "STENO_PORT", default_value_t = 8000)]
-    port: u16,
-    /// Model directory or Hugging Face repo id (default: tiny.en from the test assets).
-    #[arg(long, env = "STENO_MODEL")]
+    /// A TOML file with any keys of config/default.toml.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on [server.host].
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on; 0 picks a free one [server.port].
+    #[arg(long)]
+    port: Option<u16>,
+    /// Model directory or Hugging Face repo id of the default model [models.model].
+    #[arg(long)]
     model: Option<String>,
-    /// Model id clients send; `whisper-1` is always accepted too.
-    #[arg(long, env = "STENO_MODEL_ID", default_value = "whisper-tiny.en")]
-    model_id: String,
-    /// Rows (30 s windows) decoded together.
-    #[arg(long, env = "STENO_MAX_BATCH_ROWS", default_value_t = 16)]
-    max_batch_rows: usize,
-    /// Requests waiting beyond those being decoded before new ones get 429.
-    #[arg(long, env = "STENO_QUEUE_CAPACITY", default_value_t = 64)]
-    queue_capacity: usize,
+    /// Id clients use for the default model [models.model_id].
+    #[arg(long)]
+    model_id: Option<String>,
+    /// An accepted API key; repeat for several [server.api_keys].
+    #[arg(long = "api-key")]
+    api_keys: Vec<String>,
+    /// Rows decoded together [engine.max_batch_rows].
+    #[arg(long)]
+    max_batch_rows: Option<usize>,
+    /// Requests admitted to the worker before 429 [engine.queue_capacity].
+    #[arg(long)]
+    queue_capacity: Option<usize>,
+    /// Requests handled at once before 429 [server.max_concurrent_requests].
+    #[arg(long)]
+    max_concurrent_requests: Option<usize>,
+    /// Largest upload in bytes [limits.max_upload_bytes].
+    #[arg(long)]
+    max_upload_bytes: Option<usize>,
+    /// text or json [server.log_format].
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+impl ServeArgs {
+    /// The flags given, as configuration overrides.
+    fn overrides(&self) -> Vec<Override> {
+        use toml::Value;
+        let int = |v: usize| Value::Integer(i64::try_from(v).unwrap_or(i64::MAX));
+        let mut out: Vec<Override> = Vec::new();
+        let mut add = |key: &str, value: Option<Value>| {
+            if let Some(v) = value {
+                out.push((key.to_string(), v));
+            }
+        };
+        add("server.host", self.host.clone().map(Value::String));
+        add("server.port", self.port.map(|p| Value::Integer(p.into())));
+        add("models.model", self.model.clone().map(Value::String));
+        add("models.model_id", self.model_id.clone().map(Value::String));
+        add(
+            "server.api_keys",
+            (!self.api_keys.is_empty())
+                .then(|| Value::Array(self.api_keys.iter().cloned().map(Value::String).collect())),
+        );
+        add("engine.max_batch_rows", self.max_batch_rows.map(int));
+        add("engine.queue_capacity", self.queue_capacity.map(int));
+        add(
+            "server.max_concurrent_requests",
+            self.max_concurrent_requests.map(int),
+        );
+        add("limits.max_upload_bytes", self.max_upload_bytes.map(int));
+        add(
+            "server.log_format",
+            self.log_format.clone().map(Value::String),
+        );
+        out
+    }
 }
 
 #[derive(clap::Args)]
@@ -88,83 +147,142 @@ struct TranscribeArgs {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    match cli
-        .command
-        .unwrap_or(Command::Serve(ServeArgs::parse_defaults()))
-    {
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(args),
-        Command::Transcribe(args) => transcribe(args),
+        Command::Transcribe(args) => {
+            init_logging(LogFormat::Text);
+            transcribe(args)
+        }
+        Command::Openapi => {
+            print!("{}", steno_server::routes::ApiDoc::json());
+            Ok(())
+        }
     }
 }
 
-impl ServeArgs {
-    /// The defaults (and environment) when `steno` runs without a subcommand.
-    fn parse_defaults() -> Self {
-        #[derive(Parser)]
-        struct Only {
-            #[command(flatten)]
-            args: ServeArgs,
-        }
-        Only::parse_from(["steno"]).args
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
-    let model = args
-        .model
-        .clone()
-        .unwrap_or_else(|| default_model().display().to_string());
-    let started = Instant::now();
-    let source = model.clone();
-    let engine = steno_engine::Engine::start(
-        steno_engine::EngineConfig {
-            queue_capacity: args.queue_capacity,
-            max_batch_rows: args.max_batch_rows,
-        },
-        move || {
-            let hub = steno_whisper::hub::HubOptions::from_env();
-            Whisper::load_source(&source, &hub, &LoadOptions::default()).map_err(|e| e.to_string())
-        },
-    )
-    .map_err(|e| anyhow::anyhow!("loading model {model}: {e}"))?;
-    tracing::info!(%model, seconds = started.elapsed().as_secs_f64(), "model loaded");
-    let state = steno_server::routes::AppState {
-        engine: engine.clone(),
-        model_ids: vec!["whisper-1".to_string(), args.model_id.clone()],
-        limits: steno_audio::Limits::default(),
+    let config = Config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
+    init_logging(config.server.log_format);
+    tracing::info!("effective configuration:\n{}", config.redacted());
+    let metrics = Arc::new(steno_engine::Metrics::new());
+    let engine_config = steno_engine::EngineConfig {
+        default_model: config.models.model_id.clone(),
+        max_jobs: config.engine.queue_capacity,
+        idle_unload_after: Some(config.models.idle_unload_seconds)
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs),
+        max_model_bytes: Some(config.models.max_model_bytes).filter(|&b| b > 0),
     };
+    let engine = steno_engine::Engine::start(engine_config, metrics, loader(&config))
+        .map_err(|e| anyhow::anyhow!("cannot serve: {e}"))?;
+    let drain = Duration::from_secs(config.server.drain_seconds);
+    let (host, port) = (config.server.host.clone(), config.server.port);
+    let state = steno_server::routes::AppState::new(engine.clone(), config);
+    let permits = state.permits.clone();
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+    let served = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((host.as_str(), port))
             .await
-            .with_context(|| format!("binding {}:{}", args.host, args.port))?;
+            .with_context(|| format!("binding {host}:{port}"))?;
         tracing::info!(address = %listener.local_addr()?, "listening");
-        axum::serve(listener, steno_server::routes::app(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let signalled = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        // On the signal: new requests get 503 (and /health 503) while admitted ones
+        // finish, for up to `drain`; then the listener closes.
+        let draining = engine.clone();
+        let capacity = permits.available_permits();
+        let graceful = {
+            let signal = signalled(stopped.clone());
+            async move {
+                signal.await;
+                draining.begin_drain();
+                let until = Instant::now() + drain;
+                while permits.available_permits() < capacity && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let server = axum::serve(listener, steno_server::routes::app(state))
+            .with_graceful_shutdown(graceful)
+            .into_future();
+        let hard_stop = {
+            let signal = signalled(stopped);
+            async move {
+                signal.await;
+                tokio::time::sleep(drain + Duration::from_secs(2)).await;
+            }
+        };
+        tokio::select! {
+            result = server => result?,
+            () = hard_stop => tracing::warn!("drain deadline passed; closing what is left"),
+        }
         anyhow::Ok(())
-    })?;
-    engine.shutdown();
-    Ok(())
+    });
+    engine.shutdown(drain);
+    tracing::info!("stopped");
+    served
+}
+
+/// Loads configured models on the worker: the default (or the embedded tiny.en),
+/// and extra ones on first use.
+fn loader(config: &Config) -> steno_engine::Loader {
+    let config = config.clone();
+    let cache_limit = config.engine.mlx_cache_limit_bytes;
+    let max_rows = config.engine.max_batch_rows;
+    Box::new(move |id: &str| {
+        if cache_limit > 0 {
+            steno_whisper::runtime::set_cache_limit(cache_limit).map_err(|e| e.to_string())?;
+        }
+        let source = config
+            .model_source(id)
+            .map(str::to_string)
+            .unwrap_or_else(|| default_model().display().to_string());
+        let started = Instant::now();
+        let hub = steno_whisper::hub::HubOptions::from_env();
+        let whisper = Whisper::load_source(&source, &hub, &LoadOptions::default())
+            .map_err(|e| format!("loading model {id} from {source}: {e}"))?;
+        tracing::info!(model = id, %source, seconds = started.elapsed().as_secs_f64(), "weights read");
+        Ok(
+            Box::new(steno_engine::WhisperBackend::new(whisper, max_rows))
+                as Box<dyn steno_engine::Backend>,
+        )
+    })
 }
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
         }
     }
     #[cfg(not(unix))]
@@ -230,7 +348,11 @@ fn transcribe(args: TranscribeArgs) -> Result<()> {
     for (file, result) in args.files.iter().zip(results) {
         match result {
             Ok(transcript) => {
-                let rendered = render(&transcript, args.format, args.task);
+                let rendering = Rendering {
+                    words: args.word_timestamps,
+                    ..Rendering::new(args.format, args.task)
+                };
+                let rendered = render(&transcript, &rendering);
                 write_output(file, &rendered, args.format, args.output_dir.as_deref())?;
             }
             Err(e) => {

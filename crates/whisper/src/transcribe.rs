@@ -245,10 +245,11 @@ impl Scheduler {
             None if !whisper.tokenizer.is_multilingual() => Some("en".to_string()),
             None => None,
         };
+        // An English-only model has no translate token and writes only English:
+        // translating to English is what its transcription already does.
+        let mut options = options;
         if options.task == Task::Translate && !whisper.tokenizer.is_multilingual() {
-            return Err(WhisperError::InvalidOption(
-                "this model is English-only and cannot translate".into(),
-            ));
+            options.task = Task::Transcribe;
         }
         let mel = whisper.mel(samples);
         let content_frames = mel.n_frames.saturating_sub(N_FRAMES);
