@@ -7,7 +7,7 @@ STENO_ASSETS ?= $(HOME)/.cache/steno/assets
 export STENO_ASSETS
 STAMP := target/.setup-$(MLX_BACKEND)
 
-.PHONY: setup assets build run test bench lint fmt openapi clean-setup
+.PHONY: setup assets build run test bench bench-model lint fmt openapi clean-setup
 
 $(STAMP): scripts/setup.sh requirements/mlx-$(MLX_BACKEND).txt scripts/fetch-assets.sh scripts/assets.lock
 	./scripts/setup.sh
@@ -30,8 +30,18 @@ test: setup
 	$(CARGO) build --profile $(PROFILE) --workspace --all-targets
 	RUST_TEST_THREADS=1 $(CARGO) test --profile $(PROFILE) --workspace
 
+# The server under 1/4/8/16 concurrent clients, batching on and off
+# (BENCH_MODEL=base-ct2 or a directory; BENCH_CLIENTS=1,8; BENCH_REQUESTS=16).
+BENCH_MODEL ?= tiny.en-ct2
+BENCH_CLIENTS ?= 1,4,8,16
+BENCH_REQUESTS ?= 16
 bench: build
-	$(CARGO) run --profile $(PROFILE) -p steno-whisper --example bench -- $(BENCH_MODEL)
+	$(CARGO) build --profile $(PROFILE) -p steno-e2e --bin steno-bench
+	./target/$(PROFILE)/steno-bench --model $(BENCH_MODEL) --clients $(BENCH_CLIENTS) --requests $(BENCH_REQUESTS)
+
+# The model alone: GEMM roofline, encoder, decoder steps, long files, short clips.
+bench-model: build
+	$(CARGO) run --profile $(PROFILE) -p steno-whisper --example bench -- $(BENCH_MODEL_DIR)
 
 lint: setup
 	$(CARGO) fmt --all --check

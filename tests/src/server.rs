@@ -38,15 +38,24 @@ impl Server {
         Server::start_with_env(extra, &[])
     }
 
-    /// [`Server::start`] with extra environment variables. Every other `STENO_*` variable
-    /// of the test's environment (except `STENO_ASSETS`) is removed so that only the
-    /// arguments given here configure the server.
+    /// [`Server::start`] with extra environment variables.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let model = assets::model_dir(assets::TINY_EN);
+        Server::start_model_with_env(&assets::model_dir(assets::TINY_EN), extra, env)
+    }
+
+    /// `steno serve` with the model at `model` (a directory or repo id) and `extra` arguments.
+    pub fn start_model(model: &Path, extra: &[&str]) -> Server {
+        Server::start_model_with_env(model, extra, &[])
+    }
+
+    /// The general form of the constructors above. Every `STENO_*` variable of the test's
+    /// environment other than `STENO_ASSETS` is removed, so only `extra` and `env` configure
+    /// the server.
+    pub fn start_model_with_env(model: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(cli::steno_binary());
         command
             .args(["serve", "--host", "127.0.0.1", "--port", "0", "--model"])
-            .arg(&model)
+            .arg(model)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

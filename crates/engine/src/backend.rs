@@ -3,7 +3,7 @@
 
 use steno_whisper::runtime::MemoryStats;
 use steno_whisper::{
-    JobEvent, JobId, Scheduler, Segment, TokenLogprob, TranscribeOptions, Whisper,
+    JobEvent, JobId, Scheduler, Segment, StageTimings, TokenLogprob, TranscribeOptions, Whisper,
 };
 
 /// What one scheduling round did.
@@ -12,6 +12,8 @@ pub struct StepReport {
     pub events: Vec<(JobId, JobEvent)>,
     /// Rows advanced together by this round's decoder call (0 when none ran).
     pub rows: usize,
+    /// Seconds this round spent per stage.
+    pub stages: StageTimings,
 }
 
 /// One loaded model and the rows it is decoding. Lives on the worker thread only.
@@ -68,11 +70,20 @@ impl Backend for WhisperBackend {
     }
 
     fn step(&mut self) -> StepReport {
+        let before = self.scheduler.timings();
         match self.scheduler.step(&self.whisper) {
-            Ok(events) => StepReport {
-                events,
-                rows: self.scheduler.last_step_rows(),
-            },
+            Ok(events) => {
+                let after = self.scheduler.timings();
+                StepReport {
+                    events,
+                    rows: self.scheduler.last_step_rows(),
+                    stages: StageTimings {
+                        encode: after.encode - before.encode,
+                        decode: after.decode - before.decode,
+                        finish: after.finish - before.finish,
+                    },
+                }
+            }
             // Bookkeeping broke for the whole batch: fail every job it holds,
             // start afresh, keep serving.
             Err(e) => {
@@ -88,6 +99,7 @@ impl Backend for WhisperBackend {
                         })
                         .collect(),
                     rows: 0,
+                    stages: StageTimings::default(),
                 }
             }
         }

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub jobs_in_flight: IntGauge,
     pub batch_rows: Histogram,
     pub decoder_steps: IntCounter,
+    /// Worker seconds by stage (`encode`, `decode`, `finish`).
+    pub stage_seconds: prometheus::CounterVec,
     /// Jobs stopped before their end, by reason (`client_gone`, `deadline`, `shutdown`).
     pub cancellations: IntCounterVec,
     pub rejections: IntCounterVec,
@@ -119,6 +121,17 @@ impl Metrics {
                 &r,
                 IntCounter::new("steno_decoder_steps_total", "Batched decoder steps")
                     .expect("valid counter"),
+            ),
+            stage_seconds: registered(
+                &r,
+                prometheus::CounterVec::new(
+                    Opts::new(
+                        "steno_stage_seconds_total",
+                        "Worker seconds by stage: encode (mel, encoder, language), decode (batched steps), finish (segments, fallback, word timing)",
+                    ),
+                    &["stage"],
+                )
+                .expect("valid counter"),
             ),
             cancellations: counter_vec(
                 "steno_cancellations_total",

@@ -65,7 +65,11 @@ impl Backend for Scripted {
                 ));
             }
             self.jobs.drain(..rows);
-            return StepReport { events, rows };
+            return StepReport {
+                events,
+                rows,
+                ..StepReport::default()
+            };
         }
         for job in &mut self.jobs[..rows] {
             job.1 = job.1.saturating_sub(1);
@@ -76,7 +80,11 @@ impl Backend for Scripted {
             events.push((id, JobEvent::Segments(vec![segment(id, 0)])));
             events.push((id, JobEvent::Done(transcript(id))));
         }
-        StepReport { events, rows }
+        StepReport {
+            events,
+            rows,
+            ..StepReport::default()
+        }
     }
 
     fn is_idle(&self) -> bool {

@@ -194,10 +194,21 @@ impl Worker {
             };
             model.last_used = Instant::now();
             let report = model.backend.step();
+            let metrics = &self.shared.metrics;
             if report.rows > 0 {
-                let metrics = &self.shared.metrics;
                 metrics.decoder_steps.inc();
                 metrics.batch_rows.observe(report.rows as f64);
+            }
+            let stages = [
+                ("encode", report.stages.encode),
+                ("decode", report.stages.decode),
+                ("finish", report.stages.finish),
+            ];
+            for (stage, seconds) in stages {
+                metrics
+                    .stage_seconds
+                    .with_label_values(&[stage])
+                    .inc_by(seconds.max(0.0));
             }
             for (id, event) in report.events {
                 self.deliver(&model_id, id, event);

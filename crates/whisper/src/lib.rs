@@ -23,7 +23,8 @@ pub use error::{Result, WhisperError};
 pub use load::LoadOptions;
 pub use tokenizer::Task;
 pub use transcribe::{
-    JobEvent, JobId, Mode, Scheduler, Segment, TokenLogprob, TranscribeOptions, Transcript,
+    JobEvent, JobId, Mode, Scheduler, Segment, StageTimings, TokenLogprob, TranscribeOptions,
+    Transcript,
 };
 
 /// A loaded model with everything needed to transcribe with it.

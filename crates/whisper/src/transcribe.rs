@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Instant;
 
 use mlx_rs::Array;
 use serde::Serialize;
@@ -187,6 +188,18 @@ pub struct Scheduler {
     max_rows: usize,
     next_row: RowId,
     last_step_rows: usize,
+    timings: StageTimings,
+}
+
+/// Cumulative wall seconds a [`Scheduler`] spent per stage.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StageTimings {
+    /// Admitting windows: log-mel slices, the encoder, language detection.
+    pub encode: f64,
+    /// Batched decoder steps (forward pass, logit rules, sampling).
+    pub decode: f64,
+    /// Finishing windows: segments, fallback decisions, word alignment.
+    pub finish: f64,
 }
 
 impl Scheduler {
@@ -198,6 +211,7 @@ impl Scheduler {
             max_rows: max_rows.max(1),
             next_row: 0,
             last_step_rows: 0,
+            timings: StageTimings::default(),
         }
     }
 
@@ -220,6 +234,11 @@ impl Scheduler {
     /// Every job not yet finished.
     pub fn job_ids(&self) -> Vec<JobId> {
         self.jobs.keys().copied().collect()
+    }
+
+    /// Seconds spent per stage since the scheduler was made.
+    pub fn timings(&self) -> StageTimings {
+        self.timings
     }
 
     /// Rows the last [`Scheduler::step`] advanced in its decoder call (0: none ran).
@@ -337,6 +356,7 @@ impl Scheduler {
             self.waiting.drain(..n).collect()
         };
         let mut finished = Vec::new();
+        let started = Instant::now();
         if !admitted.is_empty() {
             match self.admit(whisper, admitted) {
                 Ok(outcomes) => finished.extend(outcomes),
@@ -347,6 +367,8 @@ impl Scheduler {
                 }
             }
         }
+        let admitted_at = Instant::now();
+        self.timings.encode += (admitted_at - started).as_secs_f64();
         let batch = self.batch.get_or_insert_with(|| Batch::new(&whisper.model));
         self.last_step_rows = batch.len();
         if !batch.is_empty() {
@@ -368,9 +390,12 @@ impl Scheduler {
                 }
             }
         }
+        let decoded_at = Instant::now();
+        self.timings.decode += (decoded_at - admitted_at).as_secs_f64();
         for outcome in finished {
             self.finish_row(whisper, outcome, &mut events)?;
         }
+        self.timings.finish += decoded_at.elapsed().as_secs_f64();
         Ok(events)
     }
 
