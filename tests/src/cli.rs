@@ -6,21 +6,27 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The `steno` binary of the profile these tests were built with
-/// (`target/<profile>/steno`, beside this test's `deps/` folder).
+/// The `steno` binary of the profile these tests were built with:
+/// `target/<profile>/steno`, beside this test's `deps/` folder (tests) or beside
+/// this executable (the bench).
 pub fn steno_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("tests run from target/<profile>/deps");
-    let binary = profile_dir.join("steno");
-    assert!(
-        binary.is_file(),
-        "{} is missing: build it first (`make test` does)",
-        binary.display()
-    );
-    binary
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("steno"))
+        .collect();
+    candidates
+        .iter()
+        .find(|b| b.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{} is missing: build it first (`make test` does)",
+                candidates[0].display()
+            )
+        })
 }
 
 /// One transcribed file, as `verbose_json`.

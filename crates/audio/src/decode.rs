@@ -2,13 +2,14 @@
 
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 use symphonia::core::audio::{AudioBuffer, AudioBufferRef, Signal};
 use symphonia::core::codecs::{self, CodecType, DecoderOptions};
 use symphonia::core::conv::IntoSample;
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::{FormatOptions, Track};
-use symphonia::core::io::MediaSourceStream;
+use symphonia::core::io::{MediaSource, MediaSourceStream, ReadOnlySource};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 use symphonia::core::sample::Sample;
@@ -18,7 +19,8 @@ use crate::{Audio, AudioError, Limits, MAX_CHANNELS, SAMPLE_RATE};
 
 /// What to tell a client whose file we cannot read at all.
 const SUPPORTED_FORMATS: &str = "send WAV (PCM, float, A-law, µ-law, ADPCM), FLAC, MP3, \
-     M4A/MP4 (AAC-LC, ALAC), Ogg Vorbis, WebM/Matroska (Vorbis, FLAC, AAC), AIFF or CAF";
+     M4A/MP4 (AAC-LC, ALAC), Ogg (Opus, Vorbis), WebM/Matroska (Opus, Vorbis, FLAC, AAC), \
+     AIFF or CAF";
 
 /// Raw PCM is converted this many frames at a time.
 const RAW_CHUNK_FRAMES: usize = 1 << 16;
@@ -26,7 +28,8 @@ const RAW_CHUNK_FRAMES: usize = 1 << 16;
 /// Decodes an uploaded audio file to mono 16 kHz `f32`.
 ///
 /// The container is found by sniffing the content; `hint` (a filename, extension or MIME
-/// type) only improves error messages. The first audio track is decoded, every channel
+/// type) only improves error messages. Opus (in Ogg, Matroska or WebM), which symphonia
+/// lacks, is decoded with libopus (see `opus.rs`). The first audio track is decoded, every channel
 /// averaged into one, and the result resampled to 16 kHz with a band-limited filter.
 ///
 /// Bounded work: the byte size is checked first, then the duration the header declares
@@ -53,14 +56,53 @@ where
     let len = bytes.as_ref().len();
     check_upload(len, limits)?;
     let hint = hint.map(str::trim).filter(|h| !h.is_empty());
-    catch_unwind(AssertUnwindSafe(|| {
-        decode_container(bytes, len, hint, limits)
-    }))
-    .unwrap_or_else(|_| {
-        Err(AudioError::Corrupt(
-            "the decoder failed on malformed data".into(),
-        ))
-    })
+    let bytes = Shared(Arc::new(bytes));
+    let attempt = |seekable: bool| {
+        catch_unwind(AssertUnwindSafe(|| {
+            let source: Box<dyn MediaSource> = if seekable {
+                Box::new(Cursor::new(bytes.clone()))
+            } else {
+                Box::new(ReadOnlySource::new(Cursor::new(bytes.clone())))
+            };
+            decode_container(source, len, hint, limits)
+        }))
+        .unwrap_or_else(|_| {
+            Err(AudioError::Corrupt(
+                "the decoder failed on malformed data".into(),
+            ))
+        })
+    };
+    let result = attempt(true);
+    // symphonia's Matroska reader follows the SeekHead to elements at the end of the file
+    // (Cues, Tags) and fails, or panics, where a truncated upload lacks them. Read such a
+    // file once more front to back, as a live stream (what browsers record), so the audio
+    // that did arrive is decoded. At most twice the work, only for damaged Matroska.
+    if matches!(result, Err(AudioError::Corrupt(_))) && is_matroska(bytes.as_ref()) {
+        if let Ok(audio) = attempt(false) {
+            return Ok(audio);
+        }
+    }
+    result
+}
+
+/// Upload bytes shared between decoding attempts without copying.
+struct Shared<B>(Arc<B>);
+
+impl<B> Clone for Shared<B> {
+    fn clone(&self) -> Self {
+        Shared(Arc::clone(&self.0))
+    }
+}
+
+impl<B: AsRef<[u8]>> AsRef<[u8]> for Shared<B> {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_ref().as_ref()
+    }
+}
+
+/// Starts with the EBML magic of Matroska and WebM.
+fn is_matroska(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1A, 0x45, 0xDF, 0xA3])
 }
 
 fn check_upload(len: usize, limits: &Limits) -> Result<(), AudioError> {
@@ -139,16 +181,13 @@ fn check_size(bytes: usize, limits: &Limits) -> Result<(), AudioError> {
     }
 }
 
-fn decode_container<B>(
-    bytes: B,
+fn decode_container(
+    source: Box<dyn MediaSource>,
     len: usize,
     hint: Option<&str>,
     limits: &Limits,
-) -> Result<Audio, AudioError>
-where
-    B: AsRef<[u8]> + Send + Sync + 'static,
-{
-    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
+) -> Result<Audio, AudioError> {
+    let source = MediaSourceStream::new(source, Default::default());
     let format_options = FormatOptions {
         enable_gapless: true,
         ..Default::default()
@@ -175,7 +214,7 @@ where
         })?;
     let track_id = track.id;
     check_declared_stream(&track, len, limits)?;
-    let mut decoder = symphonia::default::get_codecs()
+    let mut decoder = crate::opus::codecs()
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|e| codec_error(e, track.codec_params.codec))?;
 
@@ -434,13 +473,20 @@ fn probe_error(error: SymphoniaError, hint: Option<&str>) -> AudioError {
 }
 
 fn codec_error(error: SymphoniaError, codec: CodecType) -> AudioError {
+    let name = codec_name(codec);
     match error {
-        SymphoniaError::Unsupported(_) => {
-            let name = codec_name(codec);
+        // A codec we decode, in a variant we do not (e.g. Opus ambisonics): say which.
+        SymphoniaError::Unsupported(feature)
+            if crate::opus::codecs().get_codec(codec).is_some() =>
+        {
             AudioError::Unsupported(format!(
-                "the {name} codec is not supported; convert the file, or {SUPPORTED_FORMATS}"
+                "this {name} stream uses a feature that is not supported ({feature}); \
+                 convert the file, or {SUPPORTED_FORMATS}"
             ))
         }
+        SymphoniaError::Unsupported(_) => AudioError::Unsupported(format!(
+            "the {name} codec is not supported; convert the file, or {SUPPORTED_FORMATS}"
+        )),
         other => AudioError::Corrupt(format!("invalid codec parameters: {other}")),
     }
 }
@@ -455,11 +501,10 @@ fn stream_error(error: SymphoniaError) -> AudioError {
 }
 
 fn codec_name(codec: CodecType) -> String {
-    if let Some(descriptor) = symphonia::default::get_codecs().get_codec(codec) {
+    if let Some(descriptor) = crate::opus::codecs().get_codec(codec) {
         return descriptor.long_name.to_string();
     }
     let name = match codec {
-        codecs::CODEC_TYPE_OPUS => "Opus",
         codecs::CODEC_TYPE_SPEEX => "Speex",
         codecs::CODEC_TYPE_WMA => "WMA",
         codecs::CODEC_TYPE_EAC3 => "E-AC-3",

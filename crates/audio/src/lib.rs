@@ -1,10 +1,12 @@
 //! steno-audio: uploaded bytes → mono 16 kHz `f32` samples, in process.
 //!
 //! Decodes containers and codecs with symphonia (format sniffed from content, the
-//! filename only a hint), downmixes, resamples to 16 kHz, finds speech with a VAD,
-//! and enforces limits so a hostile upload cannot take unbounded time or memory.
+//! filename only a hint), and Opus with libopus; downmixes, resamples to 16 kHz, finds
+//! speech with a VAD, and enforces limits so a hostile upload cannot take unbounded time
+//! or memory.
 //!
-//! * [`decode`] / [`decode_owned`] — any container/codec symphonia supports → [`Audio`].
+//! * [`decode`] / [`decode_owned`] — any container/codec symphonia supports, and Opus in
+//!   Ogg, Matroska or WebM → [`Audio`].
 //! * [`decode_raw_pcm_s16le`] — headerless little-endian 16-bit PCM → [`Audio`].
 //! * [`resample_to_16k`] — band-limited resampling of mono `f32` from any rate.
 //! * [`vad`] — energy VAD: [`vad::speech_regions`], [`vad::split_points`], [`vad::is_silent`].
@@ -16,11 +18,14 @@
 
 mod decode;
 mod error;
+mod opus;
 mod resample;
 pub mod vad;
 
 #[cfg(test)]
 mod decode_tests;
+#[cfg(test)]
+mod opus_tests;
 #[cfg(test)]
 mod testutil;
 

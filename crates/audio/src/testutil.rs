@@ -342,6 +342,12 @@ pub fn ffmpeg_convert(
 /// Decodes a file with ffmpeg to interleaved f32 at its own rate and channel count, as a
 /// reference decoder for comparing symphonia's output.
 pub fn ffmpeg_decode(bytes: &[u8], ext: &str) -> Option<Vec<f32>> {
+    ffmpeg_decode_using(bytes, ext, None)
+}
+
+/// [`ffmpeg_decode`] with a chosen ffmpeg decoder (`-c:a NAME` before the input), e.g.
+/// `libopus` rather than ffmpeg's own Opus decoder.
+pub fn ffmpeg_decode_using(bytes: &[u8], ext: &str, decoder: Option<&str>) -> Option<Vec<f32>> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let id = COUNTER.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir();
@@ -350,7 +356,9 @@ pub fn ffmpeg_decode(bytes: &[u8], ext: &str) -> Option<Vec<f32>> {
     let output: PathBuf = dir.join(format!("{stem}.f32"));
     std::fs::write(&input, bytes).ok()?;
     let ok = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i"])
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(decoder.map(|d| ["-c:a", d]).into_iter().flatten())
+        .arg("-i")
         .arg(&input)
         .args(["-map", "0:a:0", "-f", "f32le", "-c:a", "pcm_f32le"])
         .arg(&output)
@@ -374,6 +382,9 @@ pub fn jfk_wav() -> Option<Vec<u8>> {
     let mut candidates = Vec::new();
     if let Ok(path) = std::env::var("STENO_JFK_WAV") {
         candidates.push(PathBuf::from(path));
+    }
+    if let Some(assets) = std::env::var_os("STENO_ASSETS") {
+        candidates.push(PathBuf::from(assets).join("speech/jfk.wav"));
     }
     if let Some(home) = std::env::var_os("HOME") {
         candidates.push(PathBuf::from(home).join(".cache/steno/assets/speech/jfk.wav"));

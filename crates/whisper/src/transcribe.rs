@@ -30,6 +30,9 @@ use steno_audio::vad::{self, VadParams};
 
 /// Seconds per timestamp token.
 pub const TIME_PRECISION: f64 = 0.02;
+/// Batched mode: the least audio (mel frames, 10 ms each) left in a window's region
+/// after the model stopped that is worth decoding again.
+const MIN_CONTINUATION_FRAMES: usize = 50;
 /// Mel frames per audio-context position (the encoder's conv2 has stride 2).
 const INPUT_STRIDE: usize = 2;
 
@@ -652,8 +655,37 @@ impl Scheduler {
                 }
             }
             Mode::Batched => {
-                job.window_segments.insert(window.window, segments);
-                job.windows_left -= 1;
+                // A window decodes its VAD region like OpenAI's loop decodes a file:
+                // when the model stops at a timestamp before the region's end (its
+                // last segment was incomplete), the rest of the region is decoded
+                // from there, conditioned on what the region said so far.
+                let region_end = window.seek + window.frames;
+                let next = window.seek + advance.max(1);
+                let said: Vec<u32> = segments
+                    .iter()
+                    .flat_map(|s| s.tokens.iter().copied())
+                    .collect();
+                job.window_segments
+                    .entry(window.window)
+                    .or_default()
+                    .extend(segments);
+                if next + MIN_CONTINUATION_FRAMES <= region_end {
+                    let mut prompt = window.prompt.clone();
+                    if job.options.condition_on_previous_text && outcome.temperature <= 0.5 {
+                        prompt.extend(said);
+                    }
+                    self.waiting.push_back(PendingWindow {
+                        job: job_id,
+                        window: window.window,
+                        seek: next,
+                        frames: region_end - next,
+                        features: None,
+                        attempt: 0,
+                        prompt,
+                    });
+                } else {
+                    job.windows_left -= 1;
+                }
             }
         }
         if job.windows_left == 0

@@ -101,6 +101,8 @@ struct Row {
     p50: f64,
     p95: f64,
     tokens_per_second: f64,
+    /// Tokens per second of decoder-step time: the batched decoder's own throughput.
+    tokens_per_decode_second: f64,
     rows_per_step: f64,
     split: (f64, f64, f64, f64),
     wer: f64,
@@ -224,6 +226,7 @@ fn main() {
                 p50: percentile(&latencies, 0.5),
                 p95: percentile(&latencies, 0.95),
                 tokens_per_second: w.tokens / wall,
+                tokens_per_decode_second: if w.decode > 0.0 { w.tokens / w.decode } else { 0.0 },
                 rows_per_step: if w.steps > 0.0 {
                     w.tokens / w.steps
                 } else {
@@ -271,16 +274,16 @@ fn render(o: &Options, clips: &[(Clip, f64)], rows: &[Row], memory: &[(&str, f64
         o.requests,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let _ = writeln!(s, "| batching | clients | audio s / wall s | p50 s | p95 s | tokens/s | rows/step | encode | decode | finish | other | WER | failed |");
+    let _ = writeln!(s, "| batching | clients | audio s / wall s | p50 s | p95 s | tokens/s | tokens per decoder s | rows/step | encode | decode | finish | other | WER | failed |");
     let _ = writeln!(
         s,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} % | {:.0} % | {:.0} % | {:.0} % | {:.1} % | {} |",
-            r.batching, r.clients, r.audio_per_wall, r.p50, r.p95, r.tokens_per_second, r.rows_per_step,
+            "| {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} % | {:.0} % | {:.0} % | {:.0} % | {:.1} % | {} |",
+            r.batching, r.clients, r.audio_per_wall, r.p50, r.p95, r.tokens_per_second, r.tokens_per_decode_second, r.rows_per_step,
             100.0 * r.split.0, 100.0 * r.split.1, 100.0 * r.split.2, 100.0 * r.split.3,
             100.0 * r.wer, r.failures
         );
@@ -298,13 +301,14 @@ fn render(o: &Options, clips: &[(Clip, f64)], rows: &[Row], memory: &[(&str, f64
     };
     let _ = writeln!(s);
     for clients in o.clients.iter().filter(|&&c| c > 1) {
-        if let (Some(tokens), Some(audio)) = (
+        if let (Some(tokens), Some(decoder), Some(audio)) = (
             ratio("on", *clients, |r| r.tokens_per_second),
+            ratio("on", *clients, |r| r.tokens_per_decode_second),
             ratio("on", *clients, |r| r.audio_per_wall),
         ) {
             let _ = writeln!(
                 s,
-                "* batching on, {clients} clients vs 1: decoded tokens/s ×{tokens:.2}, aggregate audio s/wall s ×{audio:.2}"
+                "* batching on, {clients} clients vs 1: decoded tokens per wall s ×{tokens:.2}, per decoder-step s ×{decoder:.2}, aggregate audio s/wall s ×{audio:.2}"
             );
         }
     }
