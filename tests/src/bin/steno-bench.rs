@@ -226,7 +226,11 @@ fn main() {
                 p50: percentile(&latencies, 0.5),
                 p95: percentile(&latencies, 0.95),
                 tokens_per_second: w.tokens / wall,
-                tokens_per_decode_second: if w.decode > 0.0 { w.tokens / w.decode } else { 0.0 },
+                tokens_per_decode_second: if w.decode > 0.0 {
+                    w.tokens / w.decode
+                } else {
+                    0.0
+                },
                 rows_per_step: if w.steps > 0.0 {
                     w.tokens / w.steps
                 } else {
