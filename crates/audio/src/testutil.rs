@@ -5,6 +5,18 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// Runs `f`, requiring it to finish quickly (a hostile input must not stall decoding).
+pub fn bounded<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let out = f();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < std::time::Duration::from_secs(5),
+        "{what} took {elapsed:?}"
+    );
+    out
+}
+
 pub fn sine(freq: f64, amplitude: f64, rate: u32, seconds: f64) -> Vec<f32> {
     let n = (seconds * f64::from(rate)).round() as usize;
     (0..n)

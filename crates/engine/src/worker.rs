@@ -164,14 +164,7 @@ impl Worker {
             .collect();
         for (id, reason) in stopped {
             if let Some(running) = self.jobs.remove(&id) {
-                if let Some(model) = self.models.get_mut(&running.model) {
-                    model.backend.cancel(id);
-                }
-                self.shared
-                    .metrics
-                    .cancellations
-                    .with_label_values(&[reason])
-                    .inc();
+                self.stop(id, &running, reason);
                 tracing::info!(job = id, reason, "job stopped before its end");
                 if reason == "deadline" {
                     let _ = running.job.reply.send(Err(EngineError::DeadlineExceeded));
@@ -269,17 +262,23 @@ impl Worker {
     }
 
     fn fail_all(&mut self, error: EngineError, reason: &str) {
-        for (id, running) in self.jobs.drain() {
-            if let Some(model) = self.models.get_mut(&running.model) {
-                model.backend.cancel(id);
-            }
-            self.shared
-                .metrics
-                .cancellations
-                .with_label_values(&[reason])
-                .inc();
+        let jobs: Vec<(JobId, Running)> = self.jobs.drain().collect();
+        for (id, running) in jobs {
+            self.stop(id, &running, reason);
             let _ = running.job.reply.send(Err(error.clone()));
         }
+    }
+
+    /// Frees a job's rows in its model and counts why it stopped.
+    fn stop(&mut self, id: JobId, running: &Running, reason: &str) {
+        if let Some(model) = self.models.get_mut(&running.model) {
+            model.backend.cancel(id);
+        }
+        self.shared
+            .metrics
+            .cancellations
+            .with_label_values(&[reason])
+            .inc();
     }
 
     fn load(&mut self, model: &str) -> Result<(), String> {
