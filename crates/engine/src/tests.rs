@@ -191,7 +191,11 @@ fn wait(receiver: ReplyReceiver) -> Result<Reply, EngineError> {
 fn a_lone_job_runs_at_once_and_later_jobs_join_between_steps() {
     let h = start(EngineConfig::default(), 8, Duration::from_millis(5));
     let long = h.engine.submit(request("default", 40)).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    // The second job arrives once the first is being decoded.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.log.lock().unwrap().steps.len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let short = h.engine.submit(request("default", 3)).unwrap();
     let short_reply = wait(short).unwrap();
     let long_reply = wait(long).unwrap();
