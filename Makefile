@@ -1,6 +1,8 @@
 # Steno: `make run` serves, `make test` proves. Both start from a fresh clone.
+# The default matches crates/mlx-sys's (metal on macOS, cpu elsewhere). It is not
+# exported, so `make` and plain `cargo` see the same environment and share one build;
+# MLX_BACKEND given in the environment or on the command line reaches both.
 MLX_BACKEND ?= $(if $(filter Darwin,$(shell uname -s)),metal,cpu)
-export MLX_BACKEND
 CARGO ?= cargo
 PROFILE ?= release
 STENO_ASSETS ?= $(HOME)/.cache/steno/assets
@@ -10,7 +12,7 @@ STAMP := target/.setup-$(MLX_BACKEND)
 .PHONY: setup assets build run test bench bench-model lint fmt openapi clean-setup
 
 $(STAMP): scripts/setup.sh requirements/mlx-$(MLX_BACKEND).txt scripts/fetch-assets.sh scripts/assets.lock
-	./scripts/setup.sh
+	MLX_BACKEND=$(MLX_BACKEND) ./scripts/setup.sh
 	./scripts/fetch-assets.sh
 	@mkdir -p target && touch $@
 
