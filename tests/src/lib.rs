@@ -3,6 +3,7 @@
 
 pub mod assets;
 pub mod cli;
+pub mod nginx;
 pub mod prometheus;
 pub mod server;
 pub mod wer;

@@ -1,0 +1,169 @@
+//! Runs the real nginx in front of test servers (the load-balancer tests of
+//! `deploy/nginx/steno.conf`).
+//!
+//! A site configuration (directives for nginx's `http {}` block) is wrapped in a main
+//! `nginx.conf` of a single foreground process (`master_process off`, `daemon off`) whose
+//! pid file, logs and temporary files all live in one directory. [`check`] runs `nginx -t`
+//! on it; [`Nginx::start`] runs it until the [`Nginx`] is dropped.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long nginx may take to accept connections.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The nginx executable (`nginx` on `PATH`, or Debian's `/usr/sbin/nginx`); `None` when it
+/// is not installed.
+pub fn binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join("nginx"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// Writes `dir/site.conf` (`site`) and `dir/nginx.conf` (the main file including it);
+/// returns the main file's path.
+fn write_config(dir: &Path, site: &str) -> PathBuf {
+    let site_path = dir.join("site.conf");
+    std::fs::write(&site_path, site).expect("write site.conf");
+    let d = dir.display();
+    let site_path = site_path.display();
+    // One foreground process (no workers to orphan when the test kills it).
+    let main = format!(
+        "master_process off;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{
+    worker_connections 256;
+}}
+http {{
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    access_log {d}/access.log;
+    include {site_path};
+}}
+"
+    );
+    let main_path = dir.join("nginx.conf");
+    std::fs::write(&main_path, main).expect("write nginx.conf");
+    main_path
+}
+
+/// nginx's arguments for the main file `conf` in `dir`: prefix, startup error log, file.
+fn args(dir: &Path, conf: &Path) -> Vec<PathBuf> {
+    vec![
+        "-p".into(),
+        dir.into(),
+        "-e".into(),
+        dir.join("error.log"),
+        "-c".into(),
+        conf.into(),
+    ]
+}
+
+/// `nginx -t` on `site` wrapped as described in the module documentation, in `dir`:
+/// `Ok` with nginx's report when it accepts the configuration, `Err` with it otherwise.
+/// Panics when nginx is not installed.
+pub fn check(dir: &Path, site: &str) -> Result<String, String> {
+    let conf = write_config(dir, site);
+    let output = Command::new(binary().expect("nginx is not installed"))
+        .arg("-t")
+        .args(args(dir, &conf))
+        .output()
+        .expect("run nginx -t");
+    let report = String::from_utf8_lossy(&output.stderr).into_owned();
+    if output.status.success() {
+        Ok(report)
+    } else {
+        Err(report)
+    }
+}
+
+/// A running nginx; killed on drop.
+pub struct Nginx {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Nginx {
+    /// Starts nginx with `site`, which must listen on 127.0.0.1:`port` and may keep its
+    /// logs in `dir` (which the [`Nginx`] then owns), and waits until it accepts
+    /// connections.
+    pub fn start(dir: tempfile::TempDir, site: &str, port: u16) -> Nginx {
+        let conf = write_config(dir.path(), site);
+        let child = Command::new(binary().expect("nginx is not installed"))
+            .args(args(dir.path(), &conf))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nginx");
+        let mut nginx = Nginx { child, dir, port };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                panic!("nginx exited ({status}):\n{}", nginx.log("error.log"));
+            }
+            assert!(
+                started.elapsed() < STARTUP_TIMEOUT,
+                "nginx not listening on {port} after {STARTUP_TIMEOUT:?}:\n{}",
+                nginx.log("error.log")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        nginx
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The log file `name` in [`Nginx::dir`] (empty when absent).
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            // The main error log and whatever logs the site keeps here.
+            let mut logs: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|entry| entry.path())
+                .filter(|path| path.extension().is_some_and(|e| e == "log"))
+                .collect();
+            logs.sort();
+            for path in logs {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!(
+                    "--- nginx {}, last lines ---\n{}\n---",
+                    path.display(),
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                );
+            }
+        }
+    }
+}
