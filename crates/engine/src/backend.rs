@@ -70,20 +70,12 @@ impl Backend for WhisperBackend {
     }
 
     fn step(&mut self) -> StepReport {
-        let before = self.scheduler.timings();
         match self.scheduler.step(&self.whisper) {
-            Ok(events) => {
-                let after = self.scheduler.timings();
-                StepReport {
-                    events,
-                    rows: self.scheduler.last_step_rows(),
-                    stages: StageTimings {
-                        encode: after.encode - before.encode,
-                        decode: after.decode - before.decode,
-                        finish: after.finish - before.finish,
-                    },
-                }
-            }
+            Ok(events) => StepReport {
+                events,
+                rows: self.scheduler.last_step_rows(),
+                stages: self.scheduler.last_step_timings(),
+            },
             // Bookkeeping broke for the whole batch: fail every job it holds,
             // start afresh, keep serving.
             Err(e) => {

@@ -191,10 +191,10 @@ pub struct Scheduler {
     max_rows: usize,
     next_row: RowId,
     last_step_rows: usize,
-    timings: StageTimings,
+    last_step_timings: StageTimings,
 }
 
-/// Cumulative wall seconds a [`Scheduler`] spent per stage.
+/// Wall seconds one [`Scheduler::step`] spent per stage.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StageTimings {
     /// Admitting windows: log-mel slices, the encoder, language detection.
@@ -214,7 +214,7 @@ impl Scheduler {
             max_rows: max_rows.max(1),
             next_row: 0,
             last_step_rows: 0,
-            timings: StageTimings::default(),
+            last_step_timings: StageTimings::default(),
         }
     }
 
@@ -239,9 +239,9 @@ impl Scheduler {
         self.jobs.keys().copied().collect()
     }
 
-    /// Seconds spent per stage since the scheduler was made.
-    pub fn timings(&self) -> StageTimings {
-        self.timings
+    /// Seconds the last [`Scheduler::step`] spent per stage.
+    pub fn last_step_timings(&self) -> StageTimings {
+        self.last_step_timings
     }
 
     /// Rows the last [`Scheduler::step`] advanced in its decoder call (0: none ran).
@@ -371,7 +371,7 @@ impl Scheduler {
             }
         }
         let admitted_at = Instant::now();
-        self.timings.encode += (admitted_at - started).as_secs_f64();
+        self.last_step_timings.encode = (admitted_at - started).as_secs_f64();
         let batch = self.batch.get_or_insert_with(|| Batch::new(&whisper.model));
         self.last_step_rows = batch.len();
         if !batch.is_empty() {
@@ -394,11 +394,11 @@ impl Scheduler {
             }
         }
         let decoded_at = Instant::now();
-        self.timings.decode += (decoded_at - admitted_at).as_secs_f64();
+        self.last_step_timings.decode = (decoded_at - admitted_at).as_secs_f64();
         for outcome in finished {
             self.finish_row(whisper, outcome, &mut events)?;
         }
-        self.timings.finish += decoded_at.elapsed().as_secs_f64();
+        self.last_step_timings.finish = decoded_at.elapsed().as_secs_f64();
         Ok(events)
     }
 
