@@ -105,7 +105,7 @@ impl Worker {
     }
 
     /// Resolves the job's model (loading it if needed) and hands it to the backend.
-    fn intake(&mut self, job: Job) {
+    fn intake(&mut self, mut job: Job) {
         let metrics = &self.shared.metrics;
         metrics
             .queue_duration
@@ -122,11 +122,13 @@ impl Worker {
         self.next_id += 1;
         let span = job.request.span.clone();
         let _entered = span.enter();
-        let audio_seconds = job.request.samples.len() as f64 / 16_000.0;
-        let options = job.request.options.clone();
+        // The backend keeps what it needs (the log-mel); the samples go with this call.
+        let samples = std::mem::take(&mut job.request.samples);
+        let options = std::mem::take(&mut job.request.options);
+        let audio_seconds = samples.len() as f64 / 16_000.0;
         let entry = self.models.get_mut(&model).expect("model loaded above");
         entry.last_used = Instant::now();
-        match entry.backend.submit(id, &job.request.samples, options) {
+        match entry.backend.submit(id, &samples, options) {
             Ok(()) => {
                 tracing::debug!(job = id, audio_seconds, "job admitted to the decoder");
                 self.jobs.insert(
