@@ -32,13 +32,19 @@ pub struct Logprob {
     pub bytes: Vec<u8>,
 }
 
-impl From<&steno_whisper::TokenLogprob> for Logprob {
-    fn from(t: &steno_whisper::TokenLogprob) -> Self {
-        Self {
-            token: t.token.clone(),
-            logprob: t.logprob,
-            bytes: t.bytes.clone(),
-        }
+impl Logprob {
+    /// The engine's token log-probabilities, when the request asked for them.
+    pub fn list(tokens: Option<Vec<steno_whisper::TokenLogprob>>) -> Option<Vec<Logprob>> {
+        tokens.map(|tokens| {
+            tokens
+                .into_iter()
+                .map(|t| Logprob {
+                    token: t.token,
+                    logprob: t.logprob,
+                    bytes: t.bytes,
+                })
+                .collect()
+        })
     }
 }
 

@@ -137,18 +137,16 @@ async fn handle(
         .await
         .map_err(|_| ApiError::from(steno_engine::EngineError::Unavailable))??;
     drop(permit);
+    let timing = server_timing(decode_seconds, &reply);
     let body = render(
         &reply.transcript,
         &Rendering {
-            logprobs: reply
-                .logprobs
-                .as_ref()
-                .map(|l| l.iter().map(Logprob::from).collect()),
+            logprobs: Logprob::list(reply.logprobs),
             ..rendering
         },
     );
     let mut response = ([(header::CONTENT_TYPE, form.format.content_type())], body).into_response();
-    if let Ok(timing) = HeaderValue::from_str(&server_timing(decode_seconds, &reply)) {
+    if let Ok(timing) = HeaderValue::from_str(&timing) {
         response.headers_mut().insert("server-timing", timing);
     }
     Ok(response)
@@ -196,9 +194,7 @@ fn stream_events(
         let body = TextDeltaEvent {
             kind: "transcript.text.delta",
             delta: delta.text,
-            logprobs: delta
-                .logprobs
-                .map(|l| l.iter().map(Logprob::from).collect()),
+            logprobs: Logprob::list(delta.logprobs),
         };
         Some((Ok(event(&body)), deltas))
     });
@@ -210,9 +206,7 @@ fn stream_events(
             Ok(Ok(reply)) => event(&TextDoneEvent {
                 kind: "transcript.text.done",
                 text: reply.transcript.text.trim().to_string(),
-                logprobs: reply
-                    .logprobs
-                    .map(|l| l.iter().map(Logprob::from).collect()),
+                logprobs: Logprob::list(reply.logprobs),
             }),
             Ok(Err(e)) => event(&ApiError::from(e).body()),
             Err(_) => event(&ApiError::from(steno_engine::EngineError::Unavailable).body()),
