@@ -146,6 +146,39 @@ pub fn samples(path: &Path) -> Vec<f32> {
         .samples
 }
 
+/// A long English file as `tests/tests/english.rs` and `tests/fixtures/reference/long.py`
+/// build it: the longest English clips first, each followed by 0.6 s of silence, until it
+/// lasts at least `min_seconds`. Returns the 16 kHz samples and the clips used, in order
+/// (their references joined with spaces are the file's reference). Panics when all the clips
+/// together are shorter.
+pub fn long_english_file(min_seconds: f64) -> (Vec<f32>, Vec<Clip>) {
+    let mut clips: Vec<(Clip, Vec<f32>)> = english_clips()
+        .into_iter()
+        .map(|c| {
+            let samples = samples(&c.path);
+            (c, samples)
+        })
+        .collect();
+    clips.sort_by_key(|(_, s)| std::cmp::Reverse(s.len()));
+    let pause = vec![0f32; 16_000 * 6 / 10];
+    let min_samples = (min_seconds * 16_000.0).ceil() as usize;
+    let (mut samples, mut used) = (Vec::new(), Vec::new());
+    for (clip, clip_samples) in clips {
+        samples.extend(clip_samples);
+        samples.extend(&pause);
+        used.push(clip);
+        if samples.len() >= min_samples {
+            break;
+        }
+    }
+    let duration = samples.len() as f64 / 16_000.0;
+    assert!(
+        duration >= min_seconds,
+        "only {duration:.0} s of English clips"
+    );
+    (samples, used)
+}
+
 /// What OpenAI's reference implementation (openai-whisper, same weights converted from
 /// the CTranslate2 files) transcribed for every English clip, keyed by
 /// [`Clip::speech_key`]; see tests/fixtures/reference/. `None` without a fixture for `model`.

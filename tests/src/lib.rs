@@ -2,8 +2,11 @@
 //! Whisper model and real speech, with word error rate against reference transcripts.
 
 pub mod assets;
+pub mod bench;
 pub mod cli;
 pub mod nginx;
 pub mod prometheus;
+pub mod rawhttp;
 pub mod server;
+pub mod stress;
 pub mod wer;

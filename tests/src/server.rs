@@ -11,8 +11,9 @@
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,25 +53,9 @@ impl Server {
     /// environment other than `STENO_ASSETS` is removed, so only `extra` and `env` configure
     /// the server.
     pub fn start_model_with_env(model: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut command = Command::new(cli::steno_binary());
-        command
-            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--model"])
-            .arg(model)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("STENO_") && key != assets::ASSETS_ENV {
-                command.env_remove(&*key);
-            }
-        }
-        command.env("NO_COLOR", "1").env("RUST_LOG", "info");
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("spawn steno serve");
+        let mut child = serve_command(model, extra, env)
+            .spawn()
+            .expect("spawn steno serve");
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (address_tx, address_rx) = mpsc::channel();
@@ -110,6 +95,49 @@ impl Server {
             }
         }
         server
+    }
+
+    /// The address it listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.base_url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("listening address")
+    }
+
+    /// Sends the child SIGTERM (with the `kill` command).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {} failed", self.pid());
+    }
+
+    /// Waits up to `timeout` for the child to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait steno serve") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The child's resident set size (`VmRSS` of /proc/PID/status), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+            .unwrap_or_else(|| panic!("no VmRSS in {path}"))
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -185,6 +213,78 @@ impl Drop for Server {
                 tail.join("\n")
             );
         }
+    }
+}
+
+/// `steno serve` on 127.0.0.1 with a free port, `model` and `extra` arguments, stderr piped.
+/// Every `STENO_*` variable of the test's environment other than `STENO_ASSETS` is removed,
+/// so only `extra` and `env` configure the server.
+fn serve_command(model: &Path, extra: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(cli::steno_binary());
+    command
+        .args(["serve", "--host", "127.0.0.1", "--port", "0", "--model"])
+        .arg(model)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("STENO_") && key != assets::ASSETS_ENV {
+            command.env_remove(&*key);
+        }
+    }
+    command.env("NO_COLOR", "1").env("RUST_LOG", "info");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+}
+
+/// How a `steno serve` that was expected to stop on its own ended.
+#[derive(Debug)]
+pub struct Exited {
+    /// `None` when it was still running at the timeout (it is killed then).
+    pub status: Option<ExitStatus>,
+    /// Its stderr, ANSI colours removed.
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// Runs `steno serve` with `model` and `extra` arguments until it exits or `timeout`
+/// passes (then kills it), for starts that must fail.
+pub fn serve_until_exit(model: &Path, extra: &[&str], timeout: Duration) -> Exited {
+    let started = Instant::now();
+    let mut child = serve_command(model, extra, &[])
+        .spawn()
+        .expect("spawn steno serve");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait steno serve") {
+            break Some(status);
+        }
+        if started.elapsed() >= timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    let stderr = reader.join().unwrap_or_default();
+    Exited {
+        status,
+        stderr: stderr
+            .lines()
+            .map(strip_ansi)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        elapsed,
     }
 }
 

@@ -118,26 +118,8 @@ fn english_wer_base() {
 fn ten_minute_file_in_both_modes() {
     // The longest clips reach 10 minutes with the fewest windows to transcribe one
     // by one for the per-clip baseline.
-    let mut clips: Vec<(Clip, Vec<f32>)> = assets::english_clips()
-        .into_iter()
-        .map(|c| {
-            let samples = assets::samples(&c.path);
-            (c, samples)
-        })
-        .collect();
-    clips.sort_by_key(|(_, s)| std::cmp::Reverse(s.len()));
-    let pause = vec![0f32; 16_000 * 6 / 10];
-    let (mut samples, mut used) = (Vec::new(), Vec::new());
-    for (clip, clip_samples) in clips {
-        samples.extend(clip_samples);
-        samples.extend(&pause);
-        used.push(clip);
-        if samples.len() >= 16_000 * 600 {
-            break;
-        }
-    }
+    let (samples, used) = assets::long_english_file(600.0);
     let duration = samples.len() as f64 / 16_000.0;
-    assert!(duration >= 600.0, "only {duration:.0} s of clips");
     let dir = tempfile::tempdir().unwrap();
     let long = dir.path().join("long.wav");
     cli::write_wav(&long, &samples);

@@ -22,6 +22,13 @@ const SUPPORTED_FORMATS: &str = "send WAV (PCM, float, A-law, µ-law, ADPCM), FL
      M4A/MP4 (AAC-LC, ALAC), Ogg (Opus, Vorbis), WebM/Matroska (Opus, Vorbis, FLAC, AAC), \
      AIFF or CAF";
 
+/// Declared stream lengths above this (2^62 frames, millions of years) are arithmetic
+/// that wrapped in a demuxer, and are treated as unknown.
+const MAX_PLAUSIBLE_FRAMES: u64 = 1 << 62;
+
+/// Decoded float samples are limited to this magnitude before downmixing and resampling.
+const MAX_INPUT_LEVEL: f32 = 64.0;
+
 /// Raw PCM is converted this many frames at a time.
 const RAW_CHUNK_FRAMES: usize = 1 << 16;
 
@@ -212,6 +219,17 @@ fn decode_container(
                 "the file contains no audio track; {SUPPORTED_FORMATS}"
             ))
         })?;
+    let mut track = track;
+    if track.codec_params.codec == codecs::CODEC_TYPE_ALAC {
+        if let Some(cookie) = track
+            .codec_params
+            .extra_data
+            .as_deref()
+            .and_then(alac_config)
+        {
+            track.codec_params.extra_data = Some(cookie);
+        }
+    }
     let track_id = track.id;
     check_declared_stream(&track, len, limits)?;
     let mut decoder = crate::opus::codecs()
@@ -332,7 +350,11 @@ fn decode_container(
         }
 
         downmix(&decoded, &mut mono);
-        let declared = track.codec_params.n_frames.unwrap_or(0) as usize;
+        let declared = track
+            .codec_params
+            .n_frames
+            .filter(|&f| f <= MAX_PLAUSIBLE_FRAMES)
+            .unwrap_or(0) as usize;
         match &mut sink {
             Some(sink) => sink.switch_rate(spec.rate),
             None => sink = Some(MonoSink::new(spec.rate, declared)),
@@ -376,7 +398,11 @@ fn check_declared_stream(
     if let Some(rate) = params.sample_rate {
         check_rate(rate).map_err(AudioError::Unsupported)?;
     }
-    let (Some(frames), Some(rate)) = (params.n_frames, params.sample_rate) else {
+    // A "length" near 2^64 is a demuxer's subtraction gone below zero, not a length:
+    // symphonia's MP3 reader computes `frames - delay - padding` from the LAME tag, which
+    // wraps for a file with fewer frames than its encoder delay (e.g. header only).
+    let frames = params.n_frames.filter(|&f| f <= MAX_PLAUSIBLE_FRAMES);
+    let (Some(frames), Some(rate)) = (frames, params.sample_rate) else {
         return Ok(());
     };
     let channels = channels.unwrap_or(1) as u16;
@@ -391,6 +417,35 @@ fn check_declared_stream(
         return Err(AudioError::TooLong { seconds, limit });
     }
     Ok(())
+}
+
+/// The ALAC decoder wants the bare 24-byte `ALACSpecificConfig` (or it followed by a 24-byte
+/// channel layout). CAF files (ffmpeg's, Apple's `afconvert`) wrap it in a `frma` atom and an
+/// `alac` atom, as Apple's ALAC specification allows; unwrapped here. `None`: leave the cookie
+/// as it is.
+pub(crate) fn alac_config(cookie: &[u8]) -> Option<Box<[u8]>> {
+    const CONFIG: usize = 24;
+    let atom = |bytes: &[u8], kind: &[u8; 4]| bytes.len() >= 12 && &bytes[4..8] == kind;
+    let mut rest = cookie;
+    if atom(rest, b"frma") {
+        let size = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        rest = rest.get(size.max(8)..)?;
+    }
+    if atom(rest, b"alac") {
+        // Atom size and type, then a version and flags word.
+        rest = &rest[12..];
+    } else if rest.len() == cookie.len() {
+        return None;
+    }
+    let layout = rest
+        .get(CONFIG..CONFIG + 8)
+        .is_some_and(|l| &l[4..8] == b"chan");
+    let keep = if layout && rest.len() >= 2 * CONFIG {
+        2 * CONFIG
+    } else {
+        CONFIG
+    };
+    rest.get(..keep).map(Box::from)
 }
 
 fn is_uncompressed(codec: CodecType) -> bool {
@@ -547,10 +602,13 @@ fn downmix_planes<S: Sample + IntoSample<f32>>(buffer: &AudioBuffer<S>, mono: &m
     let planes = buffer.planes();
     let planes = planes.planes();
     let frames = buffer.frames();
+    // Finite, and within ±64 (float sources may exceed full scale; the output is clamped to
+    // ±1 anyway): summing 32 channels of f32::MAX would otherwise overflow to inf, and the
+    // resampler turn it into NaN.
     let finite = |s: S| {
         let v: f32 = s.into_sample();
         if v.is_finite() {
-            v
+            v.clamp(-MAX_INPUT_LEVEL, MAX_INPUT_LEVEL)
         } else {
             0.0
         }
@@ -582,7 +640,8 @@ impl MonoSink {
     /// `expected_frames` (at `rate`) only sizes the first allocation, capped so a lying
     /// header cannot reserve memory.
     fn new(rate: u32, expected_frames: usize) -> Self {
-        let expected = (expected_frames as u64 * u64::from(SAMPLE_RATE) / u64::from(rate)) as usize;
+        let expected = ((expected_frames as u64).saturating_mul(u64::from(SAMPLE_RATE))
+            / u64::from(rate)) as usize;
         MonoSink {
             rate,
             resampler: (rate != SAMPLE_RATE).then(|| Resampler::new(rate, SAMPLE_RATE)),
@@ -617,7 +676,8 @@ impl MonoSink {
             resampler.finish(&mut self.out);
         }
         for s in &mut self.out {
-            *s = s.clamp(-1.0, 1.0);
+            // `clamp` keeps NaN; none should reach here, but the contract is [-1, 1].
+            *s = if s.is_nan() { 0.0 } else { s.clamp(-1.0, 1.0) };
         }
         self.out
     }

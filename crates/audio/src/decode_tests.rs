@@ -292,6 +292,8 @@ fn compressed_formats_match_ffmpegs_decoder() {
         ),
         ("AIFF", "aiff", &[], (rate, 2), 1e-4, 0),
         ("CAF", "caf", &[], (rate, 2), 1e-4, 0),
+        // ffmpeg (like Apple's afconvert) wraps the ALAC cookie in `frma` and `alac` atoms.
+        ("ALAC in CAF", "caf", &["-c:a", "alac"], (rate, 2), 1e-4, 0),
     ];
     for &(what, ext, args, (decoded_rate, channels), tolerance, max_offset) in cases {
         let Some(bytes) = ffmpeg_convert(&wav, ext, &[], args) else {
@@ -844,6 +846,75 @@ fn codec_speed_on_files() {
             audio.source_rate,
             audio.source_channels,
             audio.duration_seconds / best.as_secs_f64()
+        );
+    }
+}
+
+#[test]
+fn header_only_mp3_is_empty_not_endless() {
+    // A LAME-tagged MP3 with no audio frames: symphonia's `frames - delay - padding`
+    // wraps to ~2^64 frames, which must not be taken for a declared length (413).
+    let wav = wav_bytes(&[], 16_000, 1, WavFormat::S16);
+    let Some(mp3) = ffmpeg_convert(&wav, "mp3", &[], &["-c:a", "libmp3lame"]) else {
+        return;
+    };
+    let result = bounded("header-only MP3", || decode(&mp3, Some("mp3"), &limits()));
+    assert!(
+        matches!(result, Err(AudioError::Empty | AudioError::Corrupt(_))),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn alac_cookies_wrapped_in_atoms_are_unwrapped() {
+    // ffmpeg's CAF cookie: `frma` atom, `alac` atom header, then the 24-byte config.
+    let config: [u8; 24] = [
+        0, 0, 16, 0, 0, 16, 40, 10, 14, 1, 0, 0, 0, 0, 32, 4, 0, 3, 232, 0, 0, 0, 62, 128,
+    ];
+    let mut cookie = b"\0\0\0\x0cfrmaalac\0\0\0\x24alac\0\0\0\0".to_vec();
+    cookie.extend_from_slice(&config);
+    assert_eq!(
+        crate::decode::alac_config(&cookie).as_deref(),
+        Some(&config[..])
+    );
+    // Only the `alac` atom, with a channel layout and a terminator after the config.
+    let mut layout = vec![0, 0, 0, 24];
+    layout.extend_from_slice(b"chan");
+    layout.extend_from_slice(&[0; 16]);
+    let mut cookie = b"\0\0\0\x24alac\0\0\0\0".to_vec();
+    cookie.extend_from_slice(&config);
+    cookie.extend_from_slice(&layout);
+    cookie.extend_from_slice(&[0, 0, 0, 8, 0, 0, 0, 0]);
+    let mut expected = config.to_vec();
+    expected.extend_from_slice(&layout);
+    assert_eq!(
+        crate::decode::alac_config(&cookie).as_deref(),
+        Some(&expected[..])
+    );
+    // A bare config (M4A's) is left alone; truncated atoms give nothing to use.
+    assert_eq!(crate::decode::alac_config(&config), None);
+    assert_eq!(crate::decode::alac_config(b"\0\0\0\x0cfrmaalac"), None);
+    assert_eq!(
+        crate::decode::alac_config(b"\xff\xff\xff\xfffrmaalac\0\0\0\0"),
+        None
+    );
+}
+
+#[test]
+fn full_scale_float_extremes_stay_finite() {
+    // Found by `make fuzz` (decode target): stereo float WAV at ±f32::MAX summed to inf in
+    // the downmix, which the resampler turned into NaN, which `clamp` kept.
+    let signal: Vec<f32> = (0..8_000)
+        .map(|i| if i % 3 == 0 { f32::MAX } else { -f32::MAX })
+        .collect();
+    for rate in [8_000, 16_000] {
+        let audio = decode_ok(&wav_bytes(&signal, rate, 2, WavFormat::F32), None);
+        assert!(
+            audio
+                .samples
+                .iter()
+                .all(|s| s.is_finite() && (-1.0..=1.0).contains(s)),
+            "{rate} Hz"
         );
     }
 }

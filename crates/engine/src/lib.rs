@@ -156,6 +156,9 @@ impl Engine {
             metrics,
         });
         let worker_shared = shared.clone();
+        // MLX's default stream is per thread (its GPU queue on Metal, its CUDA stream on
+        // NVIDIA): the worker creates it with its first MLX call, in `loader`, and is the
+        // only thread that ever evaluates arrays, so it owns the device's stream.
         let worker = std::thread::Builder::new()
             .name("steno-mlx".into())
             .spawn(move || worker::run(config, loader, receiver, worker_shared, ready))
@@ -227,6 +230,13 @@ impl Engine {
         self.shared.draining.store(true, Ordering::SeqCst);
     }
 
+    /// Stops without waiting: jobs still admitted fail with
+    /// [`EngineError::Unavailable`] and the worker exits its loop.
+    pub fn abort(&self) {
+        self.begin_drain();
+        self.shared.abort.store(true, Ordering::SeqCst);
+    }
+
     /// Drains, waits up to `deadline` for admitted jobs to finish, then fails what
     /// is left and joins the worker.
     pub fn shutdown(&self, deadline: Duration) {
@@ -235,7 +245,7 @@ impl Engine {
         while self.shared.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.shared.abort.store(true, Ordering::SeqCst);
+        self.abort();
         let handle = self.worker.lock().ok().and_then(|mut w| w.take());
         if let Some(handle) = handle {
             let _ = handle.join();

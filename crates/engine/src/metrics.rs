@@ -28,6 +28,9 @@ pub struct Metrics {
     /// Jobs waiting for the worker plus windows waiting for a decoder row.
     pub queue_depth: IntGauge,
     pub jobs_in_flight: IntGauge,
+    /// Audio requests holding a concurrency permit (uploading, decoding, queued or
+    /// transcribing).
+    pub requests_in_flight: IntGauge,
     pub batch_rows: Histogram,
     pub decoder_steps: IntCounter,
     /// Worker seconds by stage (`encode`, `decode`, `finish`).
@@ -112,6 +115,10 @@ impl Metrics {
                 "Jobs waiting for the worker plus windows waiting for a decoder row",
             ),
             jobs_in_flight: gauge("steno_jobs_in_flight", "Jobs admitted and not finished"),
+            requests_in_flight: gauge(
+                "steno_requests_in_flight",
+                "Audio requests holding a concurrency permit: uploading, decoding, queued or transcribing",
+            ),
             batch_rows: histogram(
                 "steno_batch_rows",
                 "Rows advanced together by one decoder step",

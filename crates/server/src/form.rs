@@ -12,6 +12,18 @@ use crate::formats::Format;
 /// OpenAI's default rate for raw `audio/pcm` uploads.
 const DEFAULT_PCM_RATE: u32 = 24_000;
 
+/// Whisper conditions on at most the last 223 tokens of a prompt; a token spans at most a
+/// few dozen characters, so this many trailing characters always hold them (in practice
+/// ~4 characters a token). Longer prompts are cut to their end before anything tokenizes
+/// them: a 20 MB prompt otherwise held the model's worker thread for most of a minute.
+pub const MAX_PROMPT_CHARS: usize = 4096;
+
+/// Longest client value quoted back in an error message.
+const MAX_ECHO_CHARS: usize = 64;
+
+/// Longest model name looked up; longer ones are unknown models (404).
+const MAX_MODEL_CHARS: usize = 256;
+
 #[derive(Debug)]
 pub struct Upload {
     pub bytes: Vec<u8>,
@@ -99,13 +111,13 @@ pub async fn read(
             "language" if task == Task::Transcribe && !value.is_empty() => {
                 if steno_whisper::tokenizer::language_code(value).is_none() {
                     return Err(ApiError::invalid(
-                        format!("Unsupported language {value:?}: expected an ISO-639-1 code such as \"en\"."),
+                        format!("Unsupported language {:?}: expected an ISO-639-1 code such as \"en\".", echo(value)),
                         Some("language"),
                     ));
                 }
                 language = Some(value.to_string());
             }
-            "prompt" if !value.is_empty() => prompt = Some(value.to_string()),
+            "prompt" if !value.is_empty() => prompt = Some(tail(value, MAX_PROMPT_CHARS).to_string()),
             "response_format" => {
                 format = match value {
                     "json" | "text" | "srt" | "vtt" | "verbose_json" => {
@@ -113,7 +125,7 @@ pub async fn read(
                     }
                     other => {
                         return Err(ApiError::invalid(
-                            format!("Invalid response_format {other:?}: expected json, text, srt, verbose_json or vtt."),
+                            format!("Invalid response_format {:?}: expected json, text, srt, verbose_json or vtt.", echo(other)),
                             Some("response_format"),
                         ))
                     }
@@ -126,7 +138,7 @@ pub async fn read(
                     .filter(|t: &f32| (0.0..=1.0).contains(t))
                     .ok_or_else(|| {
                         ApiError::invalid(
-                            format!("Invalid temperature {value:?}: expected a number from 0 to 1."),
+                            format!("Invalid temperature {:?}: expected a number from 0 to 1.", echo(value)),
                             Some("temperature"),
                         )
                     })?;
@@ -140,7 +152,7 @@ pub async fn read(
                         "segment" => segment_timestamps = true,
                         other => {
                             return Err(ApiError::invalid(
-                                format!("Invalid timestamp granularity {other:?}: expected word or segment."),
+                                format!("Invalid timestamp granularity {:?}: expected word or segment.", echo(other)),
                                 Some("timestamp_granularities"),
                             ))
                         }
@@ -151,7 +163,7 @@ pub async fn read(
                 for item in list_items(value) {
                     if item != "logprobs" {
                         return Err(ApiError::invalid(
-                            format!("Invalid include {item:?}: only logprobs is supported."),
+                            format!("Invalid include {:?}: only logprobs is supported.", echo(&item)),
                             Some("include"),
                         ));
                     }
@@ -174,7 +186,7 @@ pub async fn read(
                     .filter(|r| (8_000..=192_000).contains(r))
                     .ok_or_else(|| {
                         ApiError::invalid(
-                            format!("Invalid sample_rate {value:?}: expected 8000 to 192000."),
+                            format!("Invalid sample_rate {:?}: expected 8000 to 192000.", echo(value)),
                             Some("sample_rate"),
                         )
                     })?
@@ -192,6 +204,9 @@ pub async fn read(
     })?;
     let model = model
         .ok_or_else(|| ApiError::invalid("A model is required (e.g. whisper-1).", Some("model")))?;
+    if model.chars().count() > MAX_MODEL_CHARS {
+        return Err(ApiError::model_not_found(&echo(&model)));
+    }
     if chunked && mode.is_none() {
         mode = Some(Mode::Batched);
     }
@@ -242,6 +257,24 @@ fn multipart_error(e: MultipartError) -> ApiError {
     }
 }
 
+/// `value` as quoted in an error message: at most [`MAX_ECHO_CHARS`] characters, marked
+/// with `…` where cut, so a hostile multi-megabyte field is not sent back.
+fn echo(value: &str) -> String {
+    match value.char_indices().nth(MAX_ECHO_CHARS) {
+        Some((end, _)) => format!("{}…", &value[..end]),
+        None => value.to_string(),
+    }
+}
+
+/// The last `max` characters of `value`.
+fn tail(value: &str, max: usize) -> &str {
+    match value.char_indices().rev().nth(max.saturating_sub(1)) {
+        Some((start, _)) if max > 0 => &value[start..],
+        _ if max == 0 => "",
+        _ => value,
+    }
+}
+
 /// A list field's items: one value per part, or a JSON array in one part.
 fn list_items(value: &str) -> Vec<String> {
     if value.starts_with('[') {
@@ -257,7 +290,7 @@ fn parse_bool(value: &str, param: &'static str) -> Result<bool, ApiError> {
         "true" | "True" | "1" => Ok(true),
         "false" | "False" | "0" | "" => Ok(false),
         other => Err(ApiError::invalid(
-            format!("Invalid {param} {other:?}: expected true or false."),
+            format!("Invalid {param} {:?}: expected true or false.", echo(other)),
             Some(param),
         )),
     }
@@ -276,7 +309,7 @@ fn chunking_strategy(value: &str) -> Result<bool, ApiError> {
     match kind.as_str() {
         "auto" | "server_vad" => Ok(true),
         _ => Err(ApiError::invalid(
-            format!("Invalid chunking_strategy {value:?}: expected \"auto\" or {{\"type\": \"server_vad\"}}."),
+            format!("Invalid chunking_strategy {:?}: expected \"auto\" or {{\"type\": \"server_vad\"}}.", echo(value)),
             Some("chunking_strategy"),
         )),
     }
@@ -285,6 +318,22 @@ fn chunking_strategy(value: &str) -> Result<bool, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_values_are_cut() {
+        assert_eq!(echo("json"), "json");
+        let long = "é".repeat(1000);
+        assert_eq!(echo(&long).chars().count(), MAX_ECHO_CHARS + 1);
+        assert!(echo(&long).ends_with('…'));
+        assert_eq!(tail("ask not what", 8), "not what");
+        assert_eq!(tail("ask", 8), "ask");
+        assert_eq!(tail("ask", 0), "");
+        assert_eq!(
+            tail(&long, MAX_PROMPT_CHARS).chars().count(),
+            MAX_PROMPT_CHARS
+        );
+        assert_eq!(tail("日本語の文", 2), "の文");
+    }
 
     #[test]
     fn list_fields_take_one_value_or_a_json_array() {

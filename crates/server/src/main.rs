@@ -208,7 +208,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         };
         // On the signal: new requests get 503 (and /health 503) while admitted ones
-        // finish, for up to `drain`; then the listener closes.
+        // finish, for up to `drain`; then the jobs still running fail with 503 (their
+        // clients get that answer before the connections close) and the listener closes.
         let draining = engine.clone();
         let capacity = permits.available_permits();
         let graceful = {
@@ -219,6 +220,10 @@ fn serve(args: ServeArgs) -> Result<()> {
                 let until = Instant::now() + drain;
                 while permits.available_permits() < capacity && Instant::now() < until {
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if permits.available_permits() < capacity {
+                    tracing::warn!("drain deadline passed; failing the requests still running");
+                    draining.abort();
                 }
             }
         };
@@ -238,7 +243,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         anyhow::Ok(())
     });
-    engine.shutdown(drain);
+    // Whatever was admitted has been answered or failed by now (the drain above).
+    engine.shutdown(Duration::ZERO);
     tracing::info!("stopped");
     served
 }

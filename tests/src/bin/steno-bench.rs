@@ -6,6 +6,12 @@
 //! peak memory (server RSS high-water mark and MLX peak).
 //!
 //! Usage: steno-bench [--model DIR] [--clients 1,4,8,16] [--requests 16] [--out FILE]
+//! [--batch-rows 16] (max batch rows when batching is on)
+//!
+//! `steno-bench peers` instead runs Steno side by side with faster-whisper and mlx-whisper
+//! (`steno_e2e::bench::peers`; knobs are environment variables: BENCH_MODEL, BENCH_CLIPS,
+//! BENCH_LONG_SECONDS, BENCH_PEER_CLIENTS, BENCH_PEERS, BENCH_PYTHON, BENCH_OUT) and writes
+//! `target/bench/peers.md` and `target/bench/peers.png`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +28,7 @@ struct Options {
     clients: Vec<usize>,
     requests: usize,
     out: PathBuf,
+    batch_rows: String,
 }
 
 fn options() -> Options {
@@ -30,6 +37,7 @@ fn options() -> Options {
         clients: vec![1, 4, 8, 16],
         requests: 16,
         out: PathBuf::from("target/bench/server.md"),
+        batch_rows: "16".into(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -47,6 +55,9 @@ fn options() -> Options {
             }
             "--requests" => o.requests = value.parse().expect("--requests N"),
             "--out" => o.out = PathBuf::from(value),
+            "--batch-rows" => {
+                o.batch_rows = value.parse::<usize>().expect("--batch-rows N").to_string()
+            }
             other => panic!("unknown argument {other}; see the file's header for usage"),
         }
     }
@@ -165,6 +176,9 @@ fn run_level(
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("peers") {
+        return peers_main();
+    }
     let o = options();
     let clips: Vec<(Clip, f64)> = assets::english_clips()
         .into_iter()
@@ -186,7 +200,7 @@ fn main() {
     );
     let mut rows = Vec::new();
     let mut memory = Vec::new();
-    for (batching, max_rows) in [("on", "16"), ("off", "1")] {
+    for (batching, max_rows) in [("on", o.batch_rows.as_str()), ("off", "1")] {
         let server = Server::start_model(
             &o.model,
             &[
@@ -325,4 +339,31 @@ fn render(o: &Options, clips: &[(Clip, f64)], rows: &[Row], memory: &[(&str, f64
         );
     }
     s
+}
+
+fn peers_main() {
+    use steno_e2e::bench::{chart, peers};
+    let o = peers::Options::from_env();
+    std::fs::create_dir_all(&o.out_dir).expect("create the bench output directory");
+    let (rows, failures) = peers::run(&o);
+    let report = peers::render(&o, &rows, &failures);
+    print!("{report}");
+    let md = o.out_dir.join("peers.md");
+    std::fs::write(&md, &report).expect("write the peers report");
+    let png = o.out_dir.join("peers.png");
+    let title = format!(
+        "Steno and peers, {} ({} cores): audio seconds per wall second",
+        o.model_name,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    match chart::draw(&rows, &title, &png) {
+        Ok(()) => eprintln!("wrote {} and {}", md.display(), png.display()),
+        Err(e) => {
+            eprintln!("wrote {}; the chart failed: {e}", md.display());
+            std::process::exit(1);
+        }
+    }
+    if !failures.is_empty() {
+        std::process::exit(1);
+    }
 }

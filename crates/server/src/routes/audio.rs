@@ -4,6 +4,7 @@
 //! the engine's queue → the rendered reply, or server-sent events when `stream`.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::multipart::MultipartRejection;
@@ -12,7 +13,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
-use steno_engine::{Delta, Reply, ReplyReceiver, Request};
+use steno_engine::{Delta, Metrics, Reply, ReplyReceiver, Request};
 use steno_whisper::{Task, TranscribeOptions};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
@@ -66,6 +67,10 @@ async fn handle(
             None,
         )
     })?;
+    // Draining (or a dead worker): refuse before reading the upload.
+    if !state.engine.is_healthy() {
+        return Err(steno_engine::EngineError::Unavailable.into());
+    }
     let permit = state.permits.clone().try_acquire_owned().map_err(|_| {
         state
             .metrics()
@@ -74,6 +79,7 @@ async fn handle(
             .inc();
         ApiError::overloaded()
     })?;
+    let permit = Permit::new(permit, state.metrics().clone());
     let limits = &state.config.limits;
     let mut form = form::read(&mut multipart, task, limits.max_upload_bytes).await?;
     let model = state
@@ -152,6 +158,28 @@ async fn handle(
     Ok(response)
 }
 
+/// A request's concurrency permit, counted in `steno_requests_in_flight` while held.
+struct Permit {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl Permit {
+    fn new(permit: OwnedSemaphorePermit, metrics: Arc<Metrics>) -> Self {
+        metrics.requests_in_flight.inc();
+        Self {
+            _permit: permit,
+            metrics,
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.metrics.requests_in_flight.dec();
+    }
+}
+
 fn options(form: &AudioForm, task: Task) -> TranscribeOptions {
     let defaults = TranscribeOptions::default();
     TranscribeOptions {
@@ -187,7 +215,7 @@ fn event<T: serde::Serialize>(body: &T) -> Event {
 fn stream_events(
     deltas: mpsc::UnboundedReceiver<Delta>,
     reply: ReplyReceiver,
-    permit: OwnedSemaphorePermit,
+    permit: Permit,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let delta_events = stream::unfold(deltas, |mut deltas| async move {
         let delta = deltas.recv().await?;

@@ -1,7 +1,9 @@
 //! The axum application: one route per file, plus the layers every request
-//! passes (request id, tracing, metrics, authentication, body limit).
+//! passes (request id, tracing, metrics, authentication, body limit, draining
+//! unread uploads).
 
 mod audio;
+mod drain;
 mod health;
 mod metrics;
 mod models;
@@ -72,6 +74,11 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        // Outside authentication: a 401 must reach a client still uploading too.
+        .layer(middleware::from_fn_with_state(
+            body_limit,
+            drain::drain_unread_body,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
