@@ -14,6 +14,11 @@ use crate::{Backend, Delta, EngineConfig, EngineError, Job, Loader, Reply, Share
 /// How long an idle worker sleeps before checking timers and flags.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
+/// After a model fails to load, requests for it fail at once for this long instead of
+/// reading its weights again: a load runs on this thread and stalls every other request,
+/// and clients told to retry would otherwise repeat it once a second.
+pub(crate) const RETRY_FAILED_LOAD_AFTER: Duration = Duration::from_secs(30);
+
 struct Model {
     backend: Box<dyn Backend>,
     last_used: Instant,
@@ -38,6 +43,8 @@ struct Worker {
     models: HashMap<String, Model>,
     jobs: HashMap<JobId, Running>,
     next_id: JobId,
+    /// When each model that failed to load last failed.
+    failed_loads: HashMap<String, Instant>,
 }
 
 pub(crate) fn run(
@@ -54,6 +61,7 @@ pub(crate) fn run(
         models: HashMap::new(),
         jobs: HashMap::new(),
         next_id: 0,
+        failed_loads: HashMap::new(),
     };
     let default = worker.config.default_model.clone();
     if let Err(e) = worker.load(&default) {
@@ -112,11 +120,24 @@ impl Worker {
             .observe(job.admitted.elapsed().as_secs_f64());
         let model = job.request.model.clone();
         if !self.models.contains_key(&model) {
-            if let Err(e) = self.load(&model) {
+            let failed_recently = self
+                .failed_loads
+                .get(&model)
+                .is_some_and(|at| at.elapsed() < RETRY_FAILED_LOAD_AFTER);
+            let loaded = if failed_recently {
+                Err("it failed to load less than 30 s ago".to_string())
+            } else {
+                self.load(&model)
+            };
+            if let Err(e) = loaded {
                 tracing::error!(model, error = %e, "loading a model failed");
+                if !failed_recently {
+                    self.failed_loads.insert(model.clone(), Instant::now());
+                }
                 let _ = job.reply.send(Err(EngineError::ModelUnavailable(model)));
                 return;
             }
+            self.failed_loads.remove(&model);
         }
         let id = self.next_id;
         self.next_id += 1;
