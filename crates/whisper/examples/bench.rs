@@ -8,13 +8,35 @@
 //! * Short clips, one row at a time vs batched across clips.
 //!
 //! Usage: bench [MODEL_DIR] (default: tiny.en from the test assets).
+//!
+//! `bench --turbo-random [OUT.md]`: production scale without production weights. A model
+//! with large-v3-turbo's dimensions (128 mels, 32 encoder layers, d=1280, 20 heads, 4
+//! decoder layers) and *random* weights, so its text is meaningless and only its speed
+//! is measured: the device's fp16 GEMM rate (the roofline), encoder windows/s and its
+//! share of that roofline at batch 1–32, decoder steps/s at batch 1–32, and whole
+//! windows/s decoding a fixed number of tokens per window. The tokenizer is base's
+//! (51865 tokens; large-v3 has one more language token, which changes nothing in cost).
+//! `STENO_BENCH_TURBO_LAYERS` / `STENO_BENCH_TURBO_BATCHES` shrink it for a smoke test.
+//!
+//! For peers on the same audio (deploy/gpu/):
+//! * `bench --clips MODEL_DIR 1,8,32,64 OUT_DIR`: every English clip through
+//!   `transcribe_many` (the CLI's path) at each max-batch-rows: audio s / wall s, corpus
+//!   WER, MLX peak memory; writes OUT_DIR/steno-clips.md and OUT_DIR/steno-B.tsv.
+//! * `bench --wavs16 OUT_DIR`: the same clips decoded by Steno to 16 kHz mono WAVs plus
+//!   OUT_DIR/clips.tsv (key, wav, seconds), so a peer sees exactly Steno's samples.
+//! * `bench --score HYP.tsv…`: corpus WER (Steno's normaliser) of `key<TAB>text` files.
 
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use mlx_rs::Dtype;
+use mlx_rs::fast;
+use mlx_rs::ops;
+use mlx_rs::{Array, Dtype};
 use steno_e2e::assets;
+use steno_whisper::config::ModelDims;
 use steno_whisper::decoding::{Batch, RowSpec};
+use steno_whisper::model::{Weights, WhisperModel};
+use steno_whisper::tokenizer::Tokenizer;
 use steno_whisper::{LoadOptions, Mode, Task, TranscribeOptions, Whisper};
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -61,7 +83,671 @@ fn decode(path: &std::path::Path) -> Vec<f32> {
         .samples
 }
 
+/// One large-v3-turbo-shaped parameter set with random values (std 0.02 for matrices
+/// and biases, LayerNorms at identity), in OpenAI's state-dict names.
+fn random_turbo_weights(dims: &ModelDims) -> Weights {
+    struct Builder {
+        weights: Weights,
+        d: usize,
+    }
+    impl Builder {
+        fn normal(&mut self, name: String, shape: &[usize]) {
+            let shape: Vec<i32> = shape.iter().map(|&x| x as i32).collect();
+            let a = mlx_rs::random::normal::<f32>(&shape, None, Some(0.02), None).unwrap();
+            a.eval().unwrap();
+            self.weights.insert(name, a);
+        }
+        fn layer_norm(&mut self, p: &str) {
+            let d = self.d as i32;
+            let ones = mlx_rs::ops::ones::<f32>(&[d]).unwrap();
+            let zeros = mlx_rs::ops::zeros::<f32>(&[d]).unwrap();
+            self.weights.insert(format!("{p}.weight"), ones);
+            self.weights.insert(format!("{p}.bias"), zeros);
+        }
+        fn linear(&mut self, p: &str, out: usize, inputs: usize, bias: bool) {
+            self.normal(format!("{p}.weight"), &[out, inputs]);
+            if bias {
+                self.normal(format!("{p}.bias"), &[out]);
+            }
+        }
+        fn attention(&mut self, p: &str) {
+            let d = self.d;
+            self.linear(&format!("{p}.query"), d, d, true);
+            self.linear(&format!("{p}.key"), d, d, false);
+            self.linear(&format!("{p}.value"), d, d, true);
+            self.linear(&format!("{p}.out"), d, d, true);
+        }
+        fn mlp(&mut self, p: &str) {
+            let d = self.d;
+            self.linear(&format!("{p}.mlp.0"), 4 * d, d, true);
+            self.linear(&format!("{p}.mlp.2"), d, 4 * d, true);
+            self.layer_norm(&format!("{p}.mlp_ln"));
+        }
+    }
+    let d = dims.n_audio_state;
+    let mut b = Builder {
+        weights: Weights::new(),
+        d,
+    };
+    b.normal("encoder.conv1.weight".into(), &[d, dims.n_mels, 3]);
+    b.normal("encoder.conv1.bias".into(), &[d]);
+    b.normal("encoder.conv2.weight".into(), &[d, d, 3]);
+    b.normal("encoder.conv2.bias".into(), &[d]);
+    b.weights.insert(
+        "encoder.positional_embedding".into(),
+        steno_whisper::load::sinusoids(dims.n_audio_ctx, d),
+    );
+    for i in 0..dims.n_audio_layer {
+        let p = format!("encoder.blocks.{i}");
+        b.attention(&format!("{p}.attn"));
+        b.layer_norm(&format!("{p}.attn_ln"));
+        b.mlp(&p);
+    }
+    b.layer_norm("encoder.ln_post");
+    b.normal("decoder.token_embedding.weight".into(), &[dims.n_vocab, d]);
+    b.normal("decoder.positional_embedding".into(), &[dims.n_text_ctx, d]);
+    for i in 0..dims.n_text_layer {
+        let p = format!("decoder.blocks.{i}");
+        b.attention(&format!("{p}.attn"));
+        b.layer_norm(&format!("{p}.attn_ln"));
+        b.attention(&format!("{p}.cross_attn"));
+        b.layer_norm(&format!("{p}.cross_attn_ln"));
+        b.mlp(&p);
+    }
+    b.layer_norm("decoder.ln");
+    b.weights
+}
+
+/// Median TFLOP/s of `reps` back-to-back `m×k · k×n` products evaluated together
+/// (one host synchronisation per batch of products), on fresh random inputs.
+fn gemm_tflops(m: i32, k: i32, n: i32, dtype: Dtype, reps: usize) -> f64 {
+    let inputs: Vec<(Array, Array)> = (0..2)
+        .map(|_| {
+            let a = mlx_rs::random::normal::<f32>(&[m, k], None, None, None)
+                .unwrap()
+                .as_dtype(dtype)
+                .unwrap();
+            let b = mlx_rs::random::normal::<f32>(&[k, n], None, None, None)
+                .unwrap()
+                .as_dtype(dtype)
+                .unwrap();
+            mlx_rs::transforms::eval([&a, &b]).unwrap();
+            (a, b)
+        })
+        .collect();
+    let run = || {
+        let outs: Vec<Array> = (0..reps)
+            .map(|i| {
+                let (a, b) = &inputs[i % inputs.len()];
+                a.matmul(b).unwrap()
+            })
+            .collect();
+        mlx_rs::transforms::eval(outs.iter()).unwrap();
+    };
+    run();
+    let runs: Vec<f64> = (0..5).map(|_| timed(run).1).collect();
+    2.0 * m as f64 * k as f64 * n as f64 * reps as f64 / median(runs) / 1e12
+}
+
+fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| default.to_vec())
+}
+
+/// `bench --turbo-random`: see the header.
+fn turbo_random(out: Option<String>) {
+    let layers = env_list("STENO_BENCH_TURBO_LAYERS", &[32])[0];
+    let batches = env_list("STENO_BENCH_TURBO_BATCHES", &[1, 2, 4, 8, 16, 32]);
+    let tokens_per_window = 64usize;
+    let dims = ModelDims {
+        n_mels: 128,
+        n_audio_ctx: 1500,
+        n_audio_state: 1280,
+        n_audio_head: 20,
+        n_audio_layer: layers,
+        n_vocab: 51865,
+        n_text_ctx: 448,
+        n_text_state: 1280,
+        n_text_head: 20,
+        n_text_layer: 4,
+    };
+    let dtype = steno_whisper::load::default_dtype();
+    let tokenizer_path = assets::model_dir(assets::BASE).join("tokenizer.json");
+    let (whisper, load_s) = timed(|| {
+        let weights = random_turbo_weights(&dims);
+        Whisper {
+            model: WhisperModel::from_weights(
+                dims.clone(),
+                weights,
+                dtype,
+                std::path::Path::new("random"),
+            )
+            .expect("random turbo model"),
+            tokenizer: Tokenizer::from_file(&tokenizer_path, dims.n_vocab).expect("tokenizer"),
+            mel_filters: steno_whisper::mel::MelFilters::new(dims.n_mels),
+            alignment_heads: steno_whisper::load::default_alignment_heads(&dims),
+        }
+    });
+    let memory_after_load = steno_whisper::runtime::memory();
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "# large-v3-turbo dimensions, RANDOM weights (speed only: the text is meaningless)
+
+         {} mels, {} encoder layers, d={}, {} heads, {} decoder layers; dtype {dtype:?};          built in {load_s:.1} s; weights {:.0} MiB on the device
+",
+        dims.n_mels,
+        dims.n_audio_layer,
+        dims.n_audio_state,
+        dims.n_audio_head,
+        dims.n_text_layer,
+        memory_after_load.active_bytes as f64 / 1048576.0
+    );
+
+    // The roofline: the device's best fp16 GEMM, measured now through MLX.
+    let peak = gemm_tflops(8192, 8192, 8192, dtype, 20);
+    let d = dims.n_audio_state as i32;
+    let mlp_shape = gemm_tflops(8 * 1500, d, 4 * d, dtype, 20);
+    let _ = writeln!(
+        report,
+        "| GEMM ({dtype:?}) | TFLOP/s |
+|---|---:|
+| 8192×8192·8192×8192 (roofline) | {peak:.1} |
+         | 12000×1280·1280×5120 (encoder MLP, 8 windows) | {mlp_shape:.1} |
+"
+    );
+    eprint!("{report}");
+
+    let d_f = dims.n_audio_state as f64;
+    let t = dims.n_audio_ctx as f64;
+    let mels = dims.n_mels as f64;
+    let conv = 2.0 * (2.0 * t * mels * d_f * 3.0) + 2.0 * t * d_f * d_f * 3.0;
+    let per_layer =
+        2.0 * t * d_f * d_f * 4.0 + 2.0 * 2.0 * t * t * d_f + 2.0 * t * d_f * 4.0 * d_f * 2.0;
+    let flops = conv + per_layer * dims.n_audio_layer as f64;
+
+    let max_batch = batches.iter().copied().max().unwrap_or(1);
+    let n_frames = 3000usize;
+    let mel_windows: Vec<Vec<f32>> = (0..max_batch)
+        .map(|i| {
+            (0..n_frames * dims.n_mels)
+                .map(|j| ((i * 7919 + j) % 1000) as f32 / 1000.0 - 0.5)
+                .collect()
+        })
+        .collect();
+    let _ = writeln!(
+        report,
+        "| encoder batch | ms / call | windows/s | audio s / wall s | TFLOP/s | share of GEMM roofline |
+|---:|---:|---:|---:|---:|---:|"
+    );
+    let mut encoder_ms = Vec::new();
+    for &batch in &batches {
+        let flat: Vec<f32> = mel_windows[..batch]
+            .iter()
+            .flat_map(|m| m.iter().copied())
+            .collect();
+        let input = Array::from_slice(&flat, &[batch as i32, n_frames as i32, dims.n_mels as i32])
+            .as_dtype(dtype)
+            .unwrap();
+        input.eval().unwrap();
+        let encode = || {
+            whisper
+                .model
+                .encoder
+                .forward(&input)
+                .unwrap()
+                .eval()
+                .unwrap()
+        };
+        encode();
+        let runs: Vec<f64> = (0..5).map(|_| timed(encode).1).collect();
+        let call = median(runs);
+        encoder_ms.push(call * 1e3);
+        let windows = batch as f64 / call;
+        let tflops = flops * windows / 1e12;
+        let _ = writeln!(
+            report,
+            "| {batch} | {:.1} | {windows:.1} | {:.0} | {tflops:.1} | {:.0} % |",
+            call * 1e3,
+            30.0 * windows,
+            100.0 * tflops / peak
+        );
+    }
+    let _ = writeln!(
+        report,
+        "
+Encoder FLOPs per window: {:.1} GFLOP (convs, projections, attention, MLP).
+",
+        flops / 1e9
+    );
+    eprint!("{report}");
+
+    // Decoder steps: rows that never emit EOT, one token per row per step.
+    let features = whisper.encode(&mel_windows[..1]).unwrap().remove(0);
+    let mut rules = whisper.row_rules(&TranscribeOptions::default()).unwrap();
+    rules.suppress_tokens.push(rules.specials.eot);
+    rules.timestamps = None;
+    rules.sample_len = 10_000;
+    let rules = std::sync::Arc::new(rules);
+    let sot = whisper
+        .tokenizer
+        .sot_sequence(Some("en"), Task::Transcribe)
+        .unwrap();
+    let specs = |rows: usize| -> Vec<RowSpec> {
+        (0..rows)
+            .map(|i| RowSpec {
+                id: i as u64,
+                initial_tokens: sot.clone(),
+                sot_index: 0,
+                temperature: 0.0,
+                seed: 0,
+                rules: rules.clone(),
+                features: features.clone(),
+            })
+            .collect()
+    };
+    let _ = writeln!(
+        report,
+        "| decoder batch | ms / step | steps/s | tokens/s | windows/s ({tokens_per_window} tokens each, encoder included) | audio s / wall s |
+|---:|---:|---:|---:|---:|---:|"
+    );
+    for (&rows, enc_ms) in batches.iter().zip(&encoder_ms) {
+        let mut batch = Batch::new(&whisper.model);
+        batch.admit(&whisper.model, specs(rows)).unwrap();
+        for _ in 0..3 {
+            batch.step(&whisper.model).unwrap();
+        }
+        let steps: Vec<f64> = (0..tokens_per_window)
+            .map(|_| timed(|| batch.step(&whisper.model).unwrap()).1)
+            .collect();
+        let step = median(steps.clone());
+        let decode_s: f64 = steps.iter().sum();
+        let windows = rows as f64 / (enc_ms / 1e3 + decode_s);
+        let _ = writeln!(
+            report,
+            "| {rows} | {:.2} | {:.0} | {:.0} | {windows:.1} | {:.0} |",
+            step * 1e3,
+            1.0 / step,
+            rows as f64 / step,
+            30.0 * windows
+        );
+    }
+    let memory = steno_whisper::runtime::memory();
+    let _ = writeln!(
+        report,
+        "
+MLX memory: active {:.0} MiB, peak {:.0} MiB, cache {:.0} MiB.",
+        memory.active_bytes as f64 / 1048576.0,
+        memory.peak_bytes as f64 / 1048576.0,
+        memory.cache_bytes as f64 / 1048576.0
+    );
+    print!("{report}");
+    if let Some(out) = out {
+        std::fs::write(&out, &report).expect("write the report");
+    }
+}
+
+/// `bench --turbo-ops`: where one large-v3-turbo encoder layer's time goes, op by op, at
+/// `STENO_BENCH_OPS_BATCH` windows (8): the median of 10 evaluations of each op alone.
+fn turbo_ops() {
+    let b = env_list("STENO_BENCH_OPS_BATCH", &[8])[0] as i32;
+    let (t, d, heads) = (1500i32, 1280i32, 20i32);
+    let dtype = Dtype::Float16;
+    let rand = |shape: &[i32]| {
+        let a = mlx_rs::random::normal::<f32>(shape, None, Some(0.5), None)
+            .unwrap()
+            .as_dtype(dtype)
+            .unwrap();
+        a.eval().unwrap();
+        a
+    };
+    let time = |f: &dyn Fn() -> Array| {
+        f().eval().unwrap();
+        let runs: Vec<f64> = (0..10).map(|_| timed(|| f().eval().unwrap()).1).collect();
+        median(runs)
+    };
+    let x = rand(&[b, t, d]);
+    let h4 = rand(&[b, t, 4 * d]);
+    let w = rand(&[d, d]);
+    let w1 = rand(&[4 * d, d]);
+    let w2 = rand(&[d, 4 * d]);
+    let bias = rand(&[d]);
+    let bias4 = rand(&[4 * d]);
+    let ln_w = rand(&[d]);
+    let q = rand(&[b, heads, t, d / heads]);
+    let k = rand(&[b, heads, t, d / heads]);
+    let v = rand(&[b, heads, t, d / heads]);
+    let heads_view = |a: &Array| {
+        a.reshape(&[b, t, heads, d / heads])
+            .unwrap()
+            .transpose_axes(&[0, 2, 1, 3])
+            .unwrap()
+    };
+    let (xq, xk, xv) = (rand(&[b, t, d]), rand(&[b, t, d]), rand(&[b, t, d]));
+    let mel = rand(&[b, 2 * t, 128]);
+    let c1 = rand(&[d, 3, 128]);
+    let x2 = rand(&[b, 2 * t, d]);
+    let c2 = rand(&[d, 3, d]);
+    let bt = (b * t) as f64;
+    let (df, tf) = (d as f64, t as f64);
+    let scale = 1.0 / ((d / heads) as f32).sqrt();
+    type Op<'a> = (&'a str, f64, Box<dyn Fn() -> Array + 'a>);
+    let ops_list: Vec<Op> = vec![
+        (
+            "layer_norm [B,1500,1280]",
+            0.0,
+            Box::new(|| fast::layer_norm(&x, &ln_w, &bias, 1e-5).unwrap()),
+        ),
+        (
+            "x·Wᵀ 1280→1280 (q, k, v or out)",
+            2.0 * bt * df * df,
+            Box::new(|| x.matmul(w.t()).unwrap()),
+        ),
+        (
+            "x·Wᵀ + b 1280→1280",
+            2.0 * bt * df * df,
+            Box::new(|| x.matmul(w.t()).unwrap().add(&bias).unwrap()),
+        ),
+        (
+            "addmm(b, x, Wᵀ) 1280→1280",
+            2.0 * bt * df * df,
+            Box::new(|| ops::addmm(&bias, &x, w.t(), None, None).unwrap()),
+        ),
+        (
+            "x·W1ᵀ + b 1280→5120 (fc1)",
+            2.0 * bt * df * 4.0 * df,
+            Box::new(|| x.matmul(w1.t()).unwrap().add(&bias4).unwrap()),
+        ),
+        (
+            "h·W2ᵀ + b 5120→1280 (fc2)",
+            2.0 * bt * df * 4.0 * df,
+            Box::new(|| h4.matmul(w2.t()).unwrap().add(&bias).unwrap()),
+        ),
+        (
+            "gelu (erf) [B,1500,5120]",
+            0.0,
+            Box::new(|| mlx_rs::nn::gelu(&h4).unwrap()),
+        ),
+        (
+            "gelu (tanh approx.) [B,1500,5120]",
+            0.0,
+            Box::new(|| mlx_rs::nn::gelu_approximate(&h4).unwrap()),
+        ),
+        (
+            "sdpa 20 heads × 1500² × 64",
+            4.0 * b as f64 * tf * tf * df,
+            Box::new(|| {
+                fast::scaled_dot_product_attention(
+                    &q,
+                    &k,
+                    &v,
+                    scale,
+                    None::<fast::ScaledDotProductAttentionMask>,
+                    None,
+                )
+                .unwrap()
+            }),
+        ),
+        (
+            "sdpa on head views of [B,1500,1280] (as the encoder calls it)",
+            4.0 * b as f64 * tf * tf * df,
+            Box::new(|| {
+                fast::scaled_dot_product_attention(
+                    heads_view(&xq),
+                    heads_view(&xk),
+                    heads_view(&xv),
+                    scale,
+                    None::<fast::ScaledDotProductAttentionMask>,
+                    None,
+                )
+                .unwrap()
+            }),
+        ),
+        (
+            "sdpa on head views made contiguous first",
+            4.0 * b as f64 * tf * tf * df,
+            Box::new(|| {
+                fast::scaled_dot_product_attention(
+                    heads_view(&xq).contiguous().unwrap(),
+                    heads_view(&xk).contiguous().unwrap(),
+                    heads_view(&xv).contiguous().unwrap(),
+                    scale,
+                    None::<fast::ScaledDotProductAttentionMask>,
+                    None,
+                )
+                .unwrap()
+            }),
+        ),
+        (
+            "attention unfused (q·kᵀ, softmax, ·v)",
+            4.0 * b as f64 * tf * tf * df,
+            Box::new(|| {
+                let s = q
+                    .matmul(k.transpose_axes(&[0, 1, 3, 2]).unwrap())
+                    .unwrap()
+                    .multiply(Array::from_f32(scale))
+                    .unwrap();
+                ops::softmax_axis(&s, -1, true).unwrap().matmul(&v).unwrap()
+            }),
+        ),
+        (
+            "split/merge heads (reshape+transpose copy)",
+            0.0,
+            Box::new(|| {
+                x.reshape(&[b, t, heads, d / heads])
+                    .unwrap()
+                    .transpose_axes(&[0, 2, 1, 3])
+                    .unwrap()
+                    .transpose_axes(&[0, 2, 1, 3])
+                    .unwrap()
+                    .reshape(&[b, t, d])
+                    .unwrap()
+                    .add(&bias)
+                    .unwrap()
+            }),
+        ),
+        (
+            "conv1 128→1280 k3 over 3000",
+            2.0 * b as f64 * 2.0 * tf * 128.0 * df * 3.0,
+            Box::new(|| ops::conv1d(&mel, &c1, 1, 1, 1, 1).unwrap()),
+        ),
+        (
+            "conv2 1280→1280 k3 stride 2",
+            2.0 * bt * df * df * 3.0,
+            Box::new(|| ops::conv1d(&x2, &c2, 2, 1, 1, 1).unwrap()),
+        ),
+    ];
+    let mut report = format!(
+        "# large-v3-turbo encoder ops, batch {b}, float16 (random inputs)\n\n| op | ms | TFLOP/s |\n|---|---:|---:|\n"
+    );
+    for (name, flops, f) in &ops_list {
+        let s = time(f.as_ref());
+        let tflops = if *flops > 0.0 {
+            format!("{:.0}", flops / s / 1e12)
+        } else {
+            "–".into()
+        };
+        let _ = writeln!(report, "| {name} | {:.3} | {tflops} |", s * 1e3);
+    }
+    // The same ops composed as the encoder composes a layer, 32 layers in one graph, with
+    // and without the attention call (q + k + v instead): attention's in-graph cost.
+    let layer = |x: &Array, attention: bool| -> Array {
+        let h = fast::layer_norm(x, &ln_w, &bias, 1e-5).unwrap();
+        let q = heads_view(&h.matmul(w.t()).unwrap().add(&bias).unwrap());
+        let k = heads_view(&h.matmul(w.t()).unwrap());
+        let v = heads_view(&h.matmul(w.t()).unwrap().add(&bias).unwrap());
+        let o = if attention {
+            fast::scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                scale,
+                None::<fast::ScaledDotProductAttentionMask>,
+                None,
+            )
+            .unwrap()
+        } else {
+            q.add(&k).unwrap().add(&v).unwrap()
+        };
+        let o = o
+            .transpose_axes(&[0, 2, 1, 3])
+            .unwrap()
+            .reshape(&[b, t, d])
+            .unwrap();
+        let x = x.add(o.matmul(w.t()).unwrap().add(&bias).unwrap()).unwrap();
+        let h = fast::layer_norm(&x, &ln_w, &bias, 1e-5).unwrap();
+        let h = mlx_rs::nn::gelu(h.matmul(w1.t()).unwrap().add(&bias4).unwrap()).unwrap();
+        x.add(h.matmul(w2.t()).unwrap().add(&bias).unwrap())
+            .unwrap()
+    };
+    for attention in [true, false] {
+        let run = || {
+            let mut y = x.clone();
+            for _ in 0..32 {
+                y = layer(&y, attention);
+            }
+            y
+        };
+        let s = time(&run);
+        let _ = writeln!(
+            report,
+            "| 32 layers composed as the encoder does{} | {:.3} ({:.3} per layer) | |",
+            if attention { "" } else { ", attention skipped" },
+            s * 1e3,
+            s * 1e3 / 32.0
+        );
+    }
+    print!("{report}");
+}
+
+fn tsv_field(text: &str) -> String {
+    text.replace(['\t', '\n', '\r'], " ").trim().to_string()
+}
+
+/// `bench --wavs16 OUT_DIR`.
+fn write_wavs16(out: &std::path::Path) {
+    std::fs::create_dir_all(out).unwrap();
+    let mut index = String::new();
+    for (i, clip) in assets::english_clips().iter().enumerate() {
+        let samples = decode(&clip.path);
+        let wav = out.join(format!("{i:05}.wav"));
+        steno_e2e::cli::write_wav(&wav, &samples);
+        let _ = writeln!(
+            index,
+            "{}\t{}\t{:.3}",
+            clip.speech_key(),
+            wav.display(),
+            samples.len() as f64 / 16_000.0
+        );
+    }
+    std::fs::write(out.join("clips.tsv"), index).unwrap();
+}
+
+/// `bench --score HYP.tsv…`.
+fn score(files: &[String]) {
+    let clips = assets::english_clips();
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let hyps: std::collections::HashMap<&str, &str> =
+            text.lines().filter_map(|l| l.split_once('\t')).collect();
+        let stats = steno_e2e::wer::corpus_stats(
+            clips
+                .iter()
+                .filter_map(|c| hyps.get(c.speech_key().as_str()).map(|h| (c, *h)))
+                .map(|(c, h)| (c.reference.as_str(), h)),
+        );
+        println!(
+            "{file}: {} hypotheses, WER {:.2} % ({} edits / {} words)",
+            hyps.len(),
+            100.0 * stats.wer(),
+            stats.edits(),
+            stats.reference_words
+        );
+    }
+}
+
+/// `bench --clips MODEL_DIR ROWS OUT_DIR`.
+fn clips_throughput(model_dir: &std::path::Path, rows: &[usize], out: &std::path::Path) {
+    std::fs::create_dir_all(out).unwrap();
+    let whisper = Whisper::load(model_dir, &LoadOptions::default()).expect("load model");
+    let clips = assets::english_clips();
+    let audio: Vec<Vec<f32>> = clips.iter().map(|c| decode(&c.path)).collect();
+    let seconds: f64 = audio.iter().map(|a| a.len() as f64 / 16_000.0).sum();
+    let options = TranscribeOptions {
+        language: Some("en".into()),
+        ..TranscribeOptions::default()
+    };
+    let inputs: Vec<(&[f32], TranscribeOptions)> = audio
+        .iter()
+        .map(|a| (a.as_slice(), options.clone()))
+        .collect();
+    // Warm-up: kernels, caches, every batch shape the largest level uses.
+    let warm = rows.iter().copied().max().unwrap_or(1);
+    let _ = whisper.transcribe_many(&inputs[..warm.min(inputs.len())], warm);
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "# Steno transcribe_many: {} English clips ({seconds:.0} s), {}\n\ndtype {:?}\n\n\
+         | max batch rows | wall s | audio s / wall s | WER | MLX peak MiB |\n|---:|---:|---:|---:|---:|",
+        clips.len(),
+        model_dir.display(),
+        whisper.model.dtype
+    );
+    for &b in rows {
+        let (results, wall) = timed(|| whisper.transcribe_many(&inputs, b));
+        let texts: Vec<String> = results
+            .into_iter()
+            .map(|r| r.map(|t| t.text).unwrap_or_default())
+            .collect();
+        let stats = steno_e2e::wer::corpus_stats(
+            clips
+                .iter()
+                .zip(&texts)
+                .map(|(c, t)| (c.reference.as_str(), t.as_str())),
+        );
+        let hyps: String = clips
+            .iter()
+            .zip(&texts)
+            .map(|(c, t)| format!("{}\t{}\n", c.speech_key(), tsv_field(t)))
+            .collect();
+        std::fs::write(out.join(format!("steno-{b}.tsv")), hyps).unwrap();
+        let peak = steno_whisper::runtime::memory().peak_bytes as f64 / 1048576.0;
+        let _ = writeln!(
+            report,
+            "| {b} | {wall:.2} | {:.1} | {:.2} % | {peak:.0} |",
+            seconds / wall,
+            100.0 * stats.wer()
+        );
+        eprintln!("rows {b}: {wall:.2} s, WER {:.2} %", 100.0 * stats.wer());
+    }
+    print!("{report}");
+    std::fs::write(out.join("steno-clips.md"), report).unwrap();
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("--turbo-random") => turbo_random(args.get(2).cloned()),
+        Some("--turbo-ops") => turbo_ops(),
+        Some("--wavs16") => write_wavs16(std::path::Path::new(&args[2])),
+        Some("--score") => score(&args[2..]),
+        Some("--clips") => {
+            let rows: Vec<usize> = args[3].split(',').filter_map(|x| x.parse().ok()).collect();
+            clips_throughput(
+                std::path::Path::new(&args[2]),
+                &rows,
+                std::path::Path::new(&args[4]),
+            )
+        }
+        _ => model_bench(),
+    }
+}
+
+/// `bench [MODEL_DIR]`: see the header.
+fn model_bench() {
     let model_dir = std::env::args()
         .nth(1)
         .map(Into::into)

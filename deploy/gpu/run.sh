@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# On the GPU host, after unpack.sh: runs the measurements of deploy/gpu/RESULTS.md.
+#
+#   run.sh STEP...     STEP: info smoke wer server model turbo clips peer (or all)
+#
+# Reports (Markdown/logs, a few files per step) go to $OUT (default ./gpu-out); bulky
+# intermediates (16 kHz WAVs, converted weights, transcripts) to $STENO_WORK
+# (default /root/steno-work). STENO_GPU is the unpacked bundle (default /root/steno-gpu).
+# Knobs: CLIENTS (1,8,32,64), REQUESTS (128), BATCH_ROWS (64), BATCHES (1,8,32,64),
+# PY (python3: the one with torch and transformers).
+set -uo pipefail
+gpu=${STENO_GPU:-/root/steno-gpu}
+# shellcheck disable=SC1091
+. "$gpu/env.sh"
+out=${OUT:-$PWD/gpu-out}
+work=${STENO_WORK:-/root/steno-work}
+mkdir -p "$out" "$work"
+models="$STENO_ASSETS/models"
+clients=${CLIENTS:-1,8,32,64}
+requests=${REQUESTS:-128}
+batch_rows=${BATCH_ROWS:-64}
+batches=${BATCHES:-1,8,32,64}
+py=${PY:-python3}
+command -v "$py" >/dev/null || py=/opt/torch/.venv/bin/python3
+step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%T)"; }
+status=0
+check() { "$@" || { echo "FAILED ($?): $*"; status=1; }; }
+
+info() {
+  step info
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
+  ldd "$gpu/bin/steno" | grep -E "mlx|cublas|cudnn|nvrtc|cufft|nccl|libcuda" || true
+  echo "CUDA_HOME=${CUDA_HOME:-unset}"
+  $py -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' || true
+  nproc; free -g | head -2
+}
+
+smoke() {
+  step smoke
+  for m in tiny.en-ct2 base-ct2; do
+    RUST_LOG=info,steno_whisper=debug check steno transcribe --model "$models/$m" --language en \
+      "$STENO_ASSETS/speech/jfk.wav" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | tail -4
+  done
+}
+
+wer() {
+  step "wer (full English set: tiny.en and base through transcribe_many, the CLI's path, 16 rows)"
+  for m in tiny.en-ct2 base-ct2; do
+    check whisper-bench --clips "$models/$m" 16 "$work/wer-$m" 2>&1 | grep -v "^rows" | tee -a "$out/wer.log"
+    echo "reference implementation (openai-whisper, same weights) on the same clips:" | tee -a "$out/wer.log"
+    (cd "$gpu/fixtures/reference" && whisper-bench --score "$m.tsv") 2>&1 | tee -a "$out/wer.log"
+  done
+}
+
+server() {
+  step "server: steno-bench base, clients $clients, $requests requests, batching on ($batch_rows rows) and off"
+  check steno-bench --model base-ct2 --clients "$clients" --requests "$requests" \
+    --batch-rows "$batch_rows" --out "$out/server.md" 2>&1 | grep -v "^\s*$" | tail -25
+}
+
+model() {
+  step "model: whisper-bench base (GEMM, encoder, decoder steps, one long file, short clips)"
+  (cd "$work" && check whisper-bench "$models/base-ct2" >"$out/model-base.md" 2>"$work/model.err")
+  cat "$out/model-base.md"; tail -5 "$work/model.err"
+}
+
+turbo() {
+  step "turbo: large-v3-turbo dimensions, random weights"
+  check whisper-bench --turbo-random "$out/turbo.md" 2>/dev/null | tail -40
+}
+
+clips() {
+  step "clips: steno transcribe_many, base, every English clip, max rows $batches"
+  check whisper-bench --clips "$models/base-ct2" "$batches" "$work/clips" 2>&1 | tail -12
+  cp "$work/clips/steno-clips.md" "$out/"
+}
+
+peer() {
+  step "peer: transformers pipeline (fp16, sdpa), base converted from the same CT2 weights"
+  [ -f "$work/wavs16/clips.tsv" ] || check whisper-bench --wavs16 "$work/wavs16"
+  [ -f "$work/hf-base/model.safetensors" ] ||
+    check $py "$gpu/peers/hf.py" "$models/base-ct2" "$work/hf-base" --dtype float16
+  check $py "$gpu/gpu/hf_peer.py" --model "$work/hf-base" --clips "$work/wavs16/clips.tsv" \
+    --batch-sizes "$batches" --out "$work/hf" 2>&1 | grep -vE "Warning|warn|^\s*$" | tail -15
+  cp "$work/hf/hf.json" "$out/" 2>/dev/null
+  (cd "$work/hf" && check whisper-bench --score hf-*.tsv) | tee "$out/hf-wer.txt"
+}
+
+[ $# -gt 0 ] || set -- all
+for s in "$@"; do
+  case "$s" in
+    all) info; smoke; wer; server; model; turbo; clips; peer ;;
+    info | smoke | wer | server | model | turbo | clips | peer) "$s" ;;
+    *) echo "unknown step $s"; exit 2 ;;
+  esac
+done
+exit $status
