@@ -139,6 +139,18 @@ pub fn wer(reference: &str, hypothesis: &str) -> f64 {
 }
 
 /// Summed edit counts over many (reference, hypothesis) pairs.
+/// Panics, naming `what` and both texts, when `hypothesis`'s WER against `reference`
+/// exceeds `bound` (a fraction).
+pub fn assert_wer(reference: &str, hypothesis: &str, bound: f64, what: &str) {
+    let rate = wer(reference, hypothesis);
+    assert!(
+        rate <= bound,
+        "{what}: WER {:.1} % > {:.1} %\n  reference:  {reference:?}\n  hypothesis: {hypothesis:?}",
+        100.0 * rate,
+        100.0 * bound
+    );
+}
+
 pub fn corpus_stats<R, H, I>(pairs: I) -> WerStats
 where
     R: AsRef<str>,

@@ -20,7 +20,7 @@ use steno_e2e::assets::{self, Clip};
 use steno_e2e::rawhttp::RawRequest;
 use steno_e2e::server::{self, Response, Server};
 use steno_e2e::stress::{self, Memory, TRANSCRIPTIONS};
-use steno_e2e::wer;
+use steno_e2e::wer::{self, assert_wer};
 
 const MIB: u64 = 1 << 20;
 /// Word error rate allowed on the 11-second JFK clip (22 words: two edits).
@@ -38,16 +38,6 @@ const MLX_CACHE_LIMIT: u64 = 256 * MIB;
 const RSS_GROWTH: u64 = 128 * MIB;
 /// MLX memory in live arrays is the model's once idle; allow a little slack.
 const MLX_ACTIVE_GROWTH: u64 = 8 * MIB;
-
-fn assert_wer(reference: &str, hypothesis: &str, bound: f64, what: &str) {
-    let rate = wer::wer(reference, hypothesis);
-    assert!(
-        rate <= bound,
-        "{what}: WER {:.1} % > {:.1} %\n  reference:  {reference:?}\n  hypothesis: {hypothesis:?}",
-        100.0 * rate,
-        100.0 * bound
-    );
-}
 
 fn text(response: &Response) -> String {
     response.json()["text"]

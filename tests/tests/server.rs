@@ -6,13 +6,13 @@
 //! Every test starts its own server (tiny.en loads in about a second), so tests are
 //! independent; run them one at a time on small machines (`RUST_TEST_THREADS=1`).
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use steno_e2e::assets::{self, Clip};
 use steno_e2e::server::{Request, Response, Server};
-use steno_e2e::{cli, prometheus, wer};
+use steno_e2e::wer::{self, assert_wer};
+use steno_e2e::{cli, prometheus};
 
 /// Word error rate allowed on the 11-second JFK clip (22 words: two edits).
 const JFK_WER: f64 = 0.1;
@@ -20,16 +20,6 @@ const JFK_WER: f64 = 0.1;
 const JFK_SECONDS: f64 = 11.0;
 
 const TRANSCRIPTIONS: &str = "/v1/audio/transcriptions";
-
-fn assert_wer(reference: &str, hypothesis: &str, bound: f64, what: &str) {
-    let rate = wer::wer(reference, hypothesis);
-    assert!(
-        rate <= bound,
-        "{what}: WER {:.1} % > {:.1} %\n  reference:  {reference:?}\n  hypothesis: {hypothesis:?}",
-        100.0 * rate,
-        100.0 * bound
-    );
-}
 
 fn assert_jfk_text(text: &str, what: &str) {
     assert_wer(&assets::jfk().reference, text, JFK_WER, what);
@@ -916,26 +906,6 @@ fn concurrent_requests_are_batched() {
     );
 }
 
-/// About `seconds` of speech: English clips joined with short pauses, as a 16 kHz WAV.
-fn long_wav(dir: &Path, seconds: f64) -> PathBuf {
-    let pause = vec![0f32; 16_000 / 2];
-    let mut samples = Vec::new();
-    for clip in assets::english_clips() {
-        samples.extend(assets::samples(&clip.path));
-        samples.extend(&pause);
-        if samples.len() as f64 >= seconds * 16_000.0 {
-            break;
-        }
-    }
-    assert!(
-        samples.len() as f64 >= seconds * 16_000.0,
-        "not enough speech"
-    );
-    let path = dir.join("long.wav");
-    cli::write_wav(&path, &samples);
-    path
-}
-
 fn cancellations(server: &Server) -> Option<f64> {
     prometheus::sum(&server.metrics(), "steno_cancellations_total")
 }
@@ -943,7 +913,7 @@ fn cancellations(server: &Server) -> Option<f64> {
 #[test]
 fn a_client_that_goes_away_cancels_its_job() {
     let dir = tempfile::tempdir().unwrap();
-    let long = long_wav(dir.path(), 60.0);
+    let long = steno_e2e::stress::long_wav(dir.path(), 60.0);
     let server = Server::start(&[]);
     let before = cancellations(&server).unwrap_or(0.0);
 

@@ -221,7 +221,8 @@ fn corpus_wer(audio: &Audio, texts: &[String]) -> f64 {
     .wer()
 }
 
-fn stage(text: &str, name: &str) -> f64 {
+/// Seconds the worker spent in `name` (encode, decode, finish) so far, from `/metrics`.
+pub fn stage(text: &str, name: &str) -> f64 {
     prometheus::samples(text, "steno_stage_seconds_total")
         .iter()
         .filter(|s| s.label("stage") == Some(name))

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use steno_e2e::assets::{self, Clip};
+use steno_e2e::bench::peers::stage;
 use steno_e2e::prometheus;
 use steno_e2e::server::Server;
 use steno_e2e::wer;
@@ -72,14 +73,6 @@ struct WorkerDelta {
     encode: f64,
     decode: f64,
     finish: f64,
-}
-
-fn stage(text: &str, name: &str) -> f64 {
-    prometheus::samples(text, "steno_stage_seconds_total")
-        .iter()
-        .filter(|s| s.label("stage") == Some(name))
-        .map(|s| s.value)
-        .sum()
 }
 
 fn worker_delta(before: &str, after: &str) -> WorkerDelta {
