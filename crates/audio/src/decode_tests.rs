@@ -918,3 +918,81 @@ fn full_scale_float_extremes_stay_finite() {
         );
     }
 }
+
+/// A CAF header, then `chunks` as (type, declared size, body).
+fn caf(chunks: &[(&[u8; 4], i64, &[u8])]) -> Vec<u8> {
+    let mut bytes = b"caff\x00\x01\x00\x00".to_vec();
+    for (kind, size, body) in chunks {
+        bytes.extend_from_slice(*kind);
+        bytes.extend_from_slice(&size.to_be_bytes());
+        bytes.extend_from_slice(body);
+    }
+    bytes
+}
+
+#[test]
+fn caf_chunks_declaring_more_than_the_upload_are_corrupt_not_an_abort() {
+    // Found by `make fuzz`: symphonia allocated the declared packet count up front and the
+    // failed allocation aborted the process.
+    let mut pakt = (1i64 << 56).to_be_bytes().to_vec();
+    pakt.extend_from_slice(&[0; 18]);
+    let huge_packet_table = caf(&[(b"pakt", pakt.len() as i64, &pakt)]);
+    let huge_chunk = caf(&[(b"kuki", 1 << 40, &[0; 16])]);
+    let negative_chunk = caf(&[(b"info", -5, &[0; 16])]);
+    for (what, bytes) in [
+        ("packet table", huge_packet_table),
+        ("chunk size", huge_chunk),
+        ("negative size", negative_chunk),
+    ] {
+        match decode(&bytes, Some("caf"), &Limits::default()) {
+            Err(AudioError::Corrupt(message)) => {
+                assert!(message.contains("CAF"), "{what}: {message}")
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn matroska_leaf_elements_larger_than_the_upload_are_corrupt_not_an_abort() {
+    // Found by `make fuzz`: an EBML header, a Segment of unknown size, then a SimpleBlock
+    // (0xA3) declaring 2^55 bytes, which symphonia allocated before reading.
+    let mut bytes = vec![0x1A, 0x45, 0xDF, 0xA3, 0x80]; // EBML header, empty
+    bytes.extend_from_slice(&[
+        0x18, 0x53, 0x80, 0x67, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    ]);
+    bytes.extend_from_slice(&[0x1F, 0x43, 0xB6, 0x75, 0xFF]); // Cluster, unknown size
+    bytes.extend_from_slice(&[0xA3, 0x01, 0x80, 0, 0, 0, 0, 0, 0]); // SimpleBlock, 2^55 bytes
+    bytes.extend_from_slice(&[0; 32]);
+    match decode(&bytes, Some("webm"), &Limits::default()) {
+        Err(AudioError::Corrupt(message)) => assert!(message.contains("Matroska"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// An MP4 atom: 32-bit size, type, body.
+fn atom(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut bytes = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(kind);
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+#[test]
+fn mp4_tables_larger_than_their_atom_are_corrupt_not_an_abort() {
+    // Found by `make fuzz`: symphonia allocated a sample table's declared entries (26 GB)
+    // before reading them.
+    let mut stco = vec![0, 0, 0, 0];
+    stco.extend_from_slice(&0x8000_0000u32.to_be_bytes());
+    let stbl = atom(b"stbl", &atom(b"stco", &stco));
+    let moov = atom(
+        b"moov",
+        &atom(b"trak", &atom(b"mdia", &atom(b"minf", &stbl))),
+    );
+    let mut bytes = atom(b"ftyp", b"M4A \0\0\0\0");
+    bytes.extend_from_slice(&moov);
+    match decode(&bytes, Some("m4a"), &Limits::default()) {
+        Err(AudioError::Corrupt(message)) => assert!(message.contains("MP4"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}
