@@ -1,10 +1,26 @@
 //! Runs the real `steno` binary.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// Waits for `child` up to `limit`; past it, kills and reaps it and returns `None`.
+pub fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// The `steno` binary of the profile these tests were built with:
 /// `target/<profile>/steno`, beside this test's `deps/` folder (tests) or beside

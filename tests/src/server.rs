@@ -264,17 +264,7 @@ pub fn serve_until_exit(model: &Path, extra: &[&str], timeout: Duration) -> Exit
         let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
         text
     });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait steno serve") {
-            break Some(status);
-        }
-        if started.elapsed() >= timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = crate::cli::wait_within(&mut child, timeout);
     let elapsed = started.elapsed();
     let stderr = reader.join().unwrap_or_default();
     Exited {

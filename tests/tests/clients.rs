@@ -87,17 +87,7 @@ fn run_client(mut command: Command, what: &str) -> Value {
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the client") {
-            break Some(status);
-        }
-        if started.elapsed() > CLIENT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = steno_e2e::cli::wait_within(&mut child, CLIENT_TIMEOUT);
     let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
     let Some(status) = status else {
         panic!("{what} ran past {CLIENT_TIMEOUT:?}; stderr:\n{stderr}")

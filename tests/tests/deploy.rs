@@ -401,21 +401,6 @@ fn spawn_gate(gate: &str, url: &str) -> Child {
         .expect("spawn the health gate")
 }
 
-fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn systemd_health_gate_waits_for_a_serving_instance() {
     let unit = Unit::load();
@@ -425,7 +410,7 @@ fn systemd_health_gate_waits_for_a_serving_instance() {
 
     let mut waiting = spawn_gate(gate, &nothing);
     assert_eq!(
-        wait_within(&mut waiting, Duration::from_secs(3)),
+        cli::wait_within(&mut waiting, Duration::from_secs(3)),
         None,
         "the gate returned within 3 s with nothing listening"
     );
@@ -433,13 +418,13 @@ fn systemd_health_gate_waits_for_a_serving_instance() {
     // Its own time limit fails the start (shortened from {limit} s to 2 s here).
     let short = gate.replacen(&format!("timeout {limit} "), "timeout 2 ", 1);
     let started = Instant::now();
-    let status = wait_within(&mut spawn_gate(&short, &nothing), Duration::from_secs(10))
+    let status = cli::wait_within(&mut spawn_gate(&short, &nothing), Duration::from_secs(10))
         .expect("the gate outlived its 2 s limit");
     assert_eq!(status.code(), Some(124), "timeout's exit status");
     assert!(started.elapsed() < Duration::from_secs(5));
 
     let server = Server::start(&[]);
-    let status = wait_within(
+    let status = cli::wait_within(
         &mut spawn_gate(gate, &server.url("/health")),
         Duration::from_secs(30),
     )

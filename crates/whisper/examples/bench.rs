@@ -434,6 +434,17 @@ fn turbo_ops() {
     let bt = (b * t) as f64;
     let (df, tf) = (d as f64, t as f64);
     let scale = 1.0 / ((d / heads) as f32).sqrt();
+    let sdpa = |q: &Array, k: &Array, v: &Array| {
+        fast::scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            scale,
+            None::<fast::ScaledDotProductAttentionMask>,
+            None,
+        )
+        .unwrap()
+    };
     type Op<'a> = (&'a str, f64, Box<dyn Fn() -> Array + 'a>);
     let ops_list: Vec<Op> = vec![
         (
@@ -479,46 +490,19 @@ fn turbo_ops() {
         (
             "sdpa 20 heads × 1500² × 64",
             4.0 * b as f64 * tf * tf * df,
-            Box::new(|| {
-                fast::scaled_dot_product_attention(
-                    &q,
-                    &k,
-                    &v,
-                    scale,
-                    None::<fast::ScaledDotProductAttentionMask>,
-                    None,
-                )
-                .unwrap()
-            }),
+            Box::new(|| sdpa(&q, &k, &v)),
         ),
         (
             "sdpa on head views of [B,1500,1280] (as the encoder calls it)",
             4.0 * b as f64 * tf * tf * df,
-            Box::new(|| {
-                fast::scaled_dot_product_attention(
-                    heads_view(&xq),
-                    heads_view(&xk),
-                    heads_view(&xv),
-                    scale,
-                    None::<fast::ScaledDotProductAttentionMask>,
-                    None,
-                )
-                .unwrap()
-            }),
+            Box::new(|| sdpa(&heads_view(&xq), &heads_view(&xk), &heads_view(&xv))),
         ),
         (
             "sdpa on head views made contiguous first",
             4.0 * b as f64 * tf * tf * df,
             Box::new(|| {
-                fast::scaled_dot_product_attention(
-                    heads_view(&xq).contiguous().unwrap(),
-                    heads_view(&xk).contiguous().unwrap(),
-                    heads_view(&xv).contiguous().unwrap(),
-                    scale,
-                    None::<fast::ScaledDotProductAttentionMask>,
-                    None,
-                )
-                .unwrap()
+                let contiguous = |x: &Array| heads_view(x).contiguous().unwrap();
+                sdpa(&contiguous(&xq), &contiguous(&xk), &contiguous(&xv))
             }),
         ),
         (

@@ -362,20 +362,11 @@ fn peer_case(
         .spawn()
         .map_err(|e| format!("{}: {e} (run `make bench-setup`)", o.python.display()))?;
     let sampler = TreeMemory::start(child.id());
-    let deadline = Instant::now() + o.timeout * 2;
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "{peer} {case}: still running after {:?}",
-                o.timeout * 2
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let Some(status) = crate::cli::wait_within(&mut child, o.timeout * 2) else {
+        return Err(format!(
+            "{peer} {case}: still running after {:?}",
+            o.timeout * 2
+        ));
     };
     let peak_rss = sampler.stop();
     if !status.success() {
