@@ -322,7 +322,7 @@ mod tests {
     #[test]
     fn long_values_are_cut() {
         assert_eq!(echo("json"), "json");
-        let long = "é".repeat(1000);
+        let long = "é".repeat(MAX_PROMPT_CHARS + 1000);
         assert_eq!(echo(&long).chars().count(), MAX_ECHO_CHARS + 1);
         assert!(echo(&long).ends_with('…'));
         assert_eq!(tail("ask not what", 8), "not what");
