@@ -87,21 +87,28 @@ openapi: build
 
 # Fuzzing (fuzz/: its own workspace and target dir, fuzz/target): the audio decoder and
 # the multipart form layer, FUZZ_SECONDS each, from a scratch copy of the committed seeds
-# (fuzz/corpus/<target>); crashes land in fuzz/artifacts/<target>/. cargo-fuzz is pinned
-# and runs on the stable toolchain without sanitizers (no nightly needed).
+# (fuzz/corpus/<target>). libFuzzer's fork mode keeps going after a crash, so every target
+# gets its full time; crashes land in fuzz/artifacts/<target>/, are listed at the end and
+# fail the run. Past findings are kept in fuzz/crashes/ (replayed by tests/tests/hostile.rs).
+# cargo-fuzz is pinned and runs on the stable toolchain without sanitizers (no nightly).
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= decode form
 fuzz: setup
 	@$(CARGO) fuzz --version 2>/dev/null | grep -qx 'cargo-fuzz $(CARGO_FUZZ_VERSION)' || \
 	    $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
+	@touch fuzz/target/.fuzz-start 2>/dev/null || { mkdir -p fuzz/target && touch fuzz/target/.fuzz-start; }
 	@for t in $(FUZZ_TARGETS); do \
-	    mkdir -p fuzz/target/corpus/$$t && \
+	    mkdir -p fuzz/target/corpus/$$t fuzz/artifacts/$$t && \
 	    $(CARGO) fuzz run --fuzz-dir fuzz --sanitizer none -O $$t \
 	        fuzz/target/corpus/$$t fuzz/corpus/$$t -- \
+	        -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 \
 	        -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
 	        || exit 1; \
 	done
+	@new=$$(find fuzz/artifacts -type f -newer fuzz/target/.fuzz-start | sort); \
+	if [ -n "$$new" ]; then echo "make fuzz: crashes found:"; echo "$$new"; exit 1; fi; \
+	echo "make fuzz: no crashes"
 
 clean-setup:
 	rm -f target/.setup-*

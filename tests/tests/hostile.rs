@@ -611,6 +611,38 @@ fn lying_and_bombs(m: &mut Matrix) {
     m.control("the FLAC bombs");
 }
 
+/// What `make fuzz` found in the decoder, committed under fuzz/crashes/decode/ in the fuzz
+/// target's input format (a hint byte, then the file). Some are refused by checks before
+/// symphonia; the Matroska ones still abort symphonia and must cost only their own request
+/// (the server decodes in a child process).
+fn fuzz_findings(m: &mut Matrix) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/crashes/decode");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .collect();
+    found.sort();
+    assert!(
+        found.len() >= 6,
+        "{} fuzz findings in {}",
+        found.len(),
+        dir.display()
+    );
+    for input in found {
+        let name = input.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&input).expect("read a fuzz finding");
+        let path = m.write(&name, &bytes[1..]);
+        // The one WAV among them decoded to NaN (now silence); the rest are refused.
+        let expect = if name.ends_with(".wav") {
+            Expect::Silent
+        } else {
+            Expect::Error(400, Some("file"))
+        };
+        m.upload(&format!("fuzz finding {name}"), &path, &name, expect);
+    }
+    m.control("the fuzz findings");
+}
+
 /// One multipart part: name, filename, content type, bytes.
 type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
 
@@ -834,6 +866,7 @@ fn hostile_inputs_are_refused_and_the_server_survives() {
     containers(&mut m);
     wav_headers(&mut m);
     lying_and_bombs(&mut m);
+    fuzz_findings(&mut m);
     forms(&mut m);
     m.control("everything");
     eprintln!(

@@ -970,6 +970,46 @@ fn matroska_leaf_elements_larger_than_the_upload_are_corrupt_not_an_abort() {
     }
 }
 
+#[test]
+fn matroska_lace_sizes_larger_than_their_block_are_corrupt_not_an_abort() {
+    // Found by `make fuzz`: symphonia allocated each laced frame's declared size before
+    // reading it, and a 2^40-byte lace in a 14-byte block aborted the process.
+    let header = [
+        0x1A, 0x45, 0xDF, 0xA3, 0x80, // EBML header, empty
+        0x18, 0x53, 0x80, 0x67, 0xFF, // Segment, unknown size
+        0x1F, 0x43, 0xB6, 0x75, 0xFF, // Cluster, unknown size
+    ];
+    // Track 1, timestamp 0, flags with the lacing bits, two frames (one size listed).
+    let ebml = [0x81, 0, 0, 0b110, 1, 0x08, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+    let xiph = [0x81, 0, 0, 0b010, 2, 255, 255, 255, 7, 1, 0, 0, 0, 0];
+    let ebml_delta = [
+        0x81, 0, 0, 0b110, 2, 0x82, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    ];
+    let fits = [
+        0x81, 0, 0, 0b110, 1, 0x82, 0xAA, 0xBB, 0xCC, 0xDD, 0, 0, 0, 0,
+    ];
+    for (what, block, corrupt) in [
+        ("EBML lace", ebml, true),
+        ("Xiph lace", xiph, true),
+        ("EBML delta", ebml_delta, true),
+        ("lace that fits", fits, false),
+    ] {
+        let mut bytes = header.to_vec();
+        bytes.extend_from_slice(&[0xA3, 0x80 | block.len() as u8]); // SimpleBlock
+        bytes.extend_from_slice(&block);
+        match decode(&bytes, Some("webm"), &Limits::default()) {
+            Err(AudioError::Corrupt(message)) if corrupt => {
+                assert!(message.contains("lacing"), "{what}: {message}")
+            }
+            Err(AudioError::Corrupt(message)) => {
+                assert!(!message.contains("lacing"), "{what}: {message}")
+            }
+            Err(_) if !corrupt => {}
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
 /// An MP4 atom: 32-bit size, type, body.
 fn atom(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
     let mut bytes = ((body.len() + 8) as u32).to_be_bytes().to_vec();

@@ -9,6 +9,9 @@
 //!   Ogg, Matroska or WebM → [`Audio`].
 //! * [`decode_raw_pcm_s16le`] — headerless little-endian 16-bit PCM → [`Audio`].
 //! * [`resample_to_16k`] — band-limited resampling of mono `f32` from any rate.
+//! * [`child`] — the wire format for decoding in a child process, so that a decoder that
+//!   aborts (symphonia allocating what a crafted file declares) costs one upload, not the
+//!   server.
 //! * [`vad`] — energy VAD: [`vad::speech_regions`], [`vad::split_points`], [`vad::is_silent`].
 //!
 //! Sample hygiene, the same for every path: non-finite decoded samples (NaN, ±inf,
@@ -16,6 +19,7 @@
 //! output is clamped to [-1, 1] (float sources may exceed full scale, and the
 //! resampler can overshoot slightly on clipped input).
 
+pub mod child;
 mod decode;
 mod error;
 mod opus;

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod decoder;
 pub mod error;
 pub mod form;
 pub mod formats;

@@ -33,6 +33,10 @@ enum Command {
     Transcribe(TranscribeArgs),
     /// Print the OpenAPI document (what `make openapi` commits as openapi/openapi.json).
     Openapi,
+    /// Decode one upload from stdin to stdout (the server runs this per upload; see
+    /// steno_server::decoder).
+    #[command(name = steno_server::decoder::SUBCOMMAND, hide = true)]
+    DecodeChild,
 }
 
 /// Flags override `--config FILE` and `STENO_*` variables, which override the
@@ -156,6 +160,11 @@ fn main() -> Result<()> {
         }
         Command::Openapi => {
             print!("{}", steno_server::routes::ApiDoc::json());
+            Ok(())
+        }
+        Command::DecodeChild => {
+            steno_server::decoder::no_core_dumps();
+            steno_audio::child::serve(std::io::stdin().lock(), std::io::stdout().lock())?;
             Ok(())
         }
     }

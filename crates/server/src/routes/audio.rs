@@ -98,15 +98,19 @@ async fn handle(
     let hint = form.file.extension();
     let sample_rate = form.sample_rate;
     let bytes = std::mem::take(&mut form.file.bytes);
-    let samples = tokio::task::spawn_blocking(move || {
-        if upload_is_pcm {
+    let samples = if upload_is_pcm {
+        tokio::task::spawn_blocking(move || {
             steno_audio::decode_raw_pcm_s16le(&bytes, sample_rate, None, &audio_limits)
-        } else {
-            steno_audio::decode_owned(bytes, hint.as_deref(), &audio_limits)
-        }
-    })
-    .await
-    .map_err(ApiError::internal)??
+        })
+        .await
+        .map_err(ApiError::internal)??
+    } else {
+        let timeout = Duration::from_secs_f64(limits.request_timeout_seconds);
+        state
+            .decoder
+            .decode(bytes, hint, audio_limits, timeout)
+            .await?
+    }
     .samples;
     let decode_seconds = decode_started.elapsed().as_secs_f64();
 

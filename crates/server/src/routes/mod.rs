@@ -38,6 +38,8 @@ pub struct AppState {
     pub permits: Arc<Semaphore>,
     /// Unix seconds at start (`created` of the model objects).
     pub started: u64,
+    /// Decodes uploads, in a child process per upload.
+    pub decoder: crate::decoder::Decoder,
 }
 
 impl AppState {
@@ -51,6 +53,7 @@ impl AppState {
             config: Arc::new(config),
             permits,
             started,
+            decoder: crate::decoder::Decoder::this_executable(),
         }
     }
 

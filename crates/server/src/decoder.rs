@@ -1,0 +1,162 @@
+//! Uploads are decoded in a child process (`steno decode-child`), one per upload.
+//!
+//! symphonia allocates sizes a file declares before reading them, and a failed allocation
+//! aborts the process. A crafted WebM a few hundred bytes long was enough to take the whole
+//! server down (`make fuzz`, see [`steno_audio::child`]). In a child it costs one request,
+//! answered 400. The child is killed when the request is dropped (the client left) or
+//! when decoding outlives `limits.request_timeout_seconds`. Spawning it costs a few
+//! milliseconds, small next to transcription.
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use steno_audio::{child, Audio, AudioError, Limits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::error::ApiError;
+
+/// How uploads are decoded: in a child process running `program decode-child`, or in
+/// process where there is no program (tests that build a router without the binary).
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    program: Option<PathBuf>,
+}
+
+/// The subcommand of `steno` that runs [`child::serve`] on stdin and stdout.
+pub const SUBCOMMAND: &str = "decode-child";
+
+/// Most of the child's stderr kept for the log.
+const STDERR_KEPT: usize = 2048;
+
+impl Decoder {
+    /// Children run this very executable.
+    pub fn this_executable() -> Self {
+        let program = std::env::current_exe()
+            .inspect_err(|e| {
+                tracing::warn!("decoding uploads in process: cannot find this executable: {e}")
+            })
+            .ok();
+        Decoder { program }
+    }
+
+    /// Decodes in process (unit tests of the router).
+    pub fn in_process() -> Self {
+        Decoder { program: None }
+    }
+
+    pub async fn decode(
+        &self,
+        bytes: Vec<u8>,
+        hint: Option<String>,
+        limits: Limits,
+        timeout: Duration,
+    ) -> Result<Audio, ApiError> {
+        let Some(program) = &self.program else {
+            return tokio::task::spawn_blocking(move || {
+                steno_audio::decode_owned(bytes, hint.as_deref(), &limits)
+            })
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::from);
+        };
+        // The reply comes through a blocking pipe, read on a blocking thread.
+        let (stdout, child_stdout) = std::io::pipe()
+            .map_err(|e| ApiError::internal(format!("a pipe for the decoder: {e}")))?;
+        let mut process = {
+            // The command holds the pipe's write end: dropped here, so that the reply reads
+            // to its end when the child exits.
+            let mut command = tokio::process::Command::new(program);
+            command
+                .arg(SUBCOMMAND)
+                .stdin(Stdio::piped())
+                .stdout(child_stdout)
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            command
+                .spawn()
+                .map_err(|e| ApiError::internal(format!("starting the decoder process: {e}")))?
+        };
+        let (Some(mut stdin), Some(mut stderr)) = (process.stdin.take(), process.stderr.take())
+        else {
+            return Err(ApiError::internal("the decoder process has no pipes"));
+        };
+        let header = child::request_header(bytes.len(), hint.as_deref(), &limits);
+        // A child that dies mid-upload makes these writes fail; its reply says why.
+        let write = async move {
+            let _ = stdin.write_all(&header).await;
+            let _ = stdin.write_all(&bytes).await;
+        };
+        let read = tokio::task::spawn_blocking(move || child::read_reply(stdout, &limits));
+        let log = async move {
+            let mut kept = Vec::new();
+            let mut buffer = [0; 1024];
+            while let Ok(n @ 1..) = stderr.read(&mut buffer).await {
+                let room = STDERR_KEPT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buffer[..n.min(room)]);
+            }
+            String::from_utf8_lossy(&kept).trim().to_string()
+        };
+        let finished = tokio::time::timeout(timeout, async {
+            let ((), reply, log) = tokio::join!(write, read, log);
+            (reply, log, process.wait().await)
+        })
+        .await;
+        let Ok((reply, log, status)) = finished else {
+            // Dropping the future dropped the child, which kills it.
+            return Err(ApiError::invalid(
+                format!(
+                    "could not decode the audio: decoding took longer than {} s",
+                    timeout.as_secs()
+                ),
+                Some("file"),
+            ));
+        };
+        match reply.map_err(ApiError::internal)? {
+            Ok(result) => result.map_err(ApiError::from),
+            Err(e) => {
+                let status = status.map_or_else(|e| e.to_string(), describe);
+                tracing::warn!(%status, reply = %e, stderr = %log, "the decoder process failed on an upload");
+                Err(AudioError::Corrupt(format!(
+                    "the decoder stopped on this file ({status}); it is damaged or not audio"
+                ))
+                .into())
+            }
+        }
+    }
+}
+
+/// For the child, first thing: a decoder that aborts on a hostile upload must not leave a
+/// core file behind each time (a client could fill the disk with them).
+pub fn no_core_dumps() {
+    #[cfg(unix)]
+    {
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: setrlimit reads the struct it is given and touches nothing else.
+        if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) } != 0 {
+            eprintln!(
+                "cannot turn off core dumps: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return match signal {
+                libc::SIGABRT => "killed by SIGABRT".to_string(),
+                libc::SIGKILL => "killed by SIGKILL".to_string(),
+                libc::SIGSEGV => "killed by SIGSEGV".to_string(),
+                signal => format!("killed by signal {signal}"),
+            };
+        }
+    }
+    status.to_string()
+}
