@@ -632,11 +632,13 @@ fn fuzz_findings(m: &mut Matrix) {
         let name = input.file_name().unwrap().to_string_lossy().to_string();
         let bytes = std::fs::read(&input).expect("read a fuzz finding");
         let path = m.write(&name, &bytes[1..]);
-        // The one WAV among them decoded to NaN (now silence); the rest are refused.
+        // The one WAV among them decoded to NaN (now silence). The rest are refused (400),
+        // or, where the kernel grants symphonia's huge allocation (overcommit), the bad
+        // block is skipped and nothing is heard (200, no words).
         let expect = if name.ends_with(".wav") {
             Expect::Silent
         } else {
-            Expect::Error(400, Some("file"))
+            Expect::EarlyCut(0)
         };
         m.upload(&format!("fuzz finding {name}"), &path, &name, expect);
     }
