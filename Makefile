@@ -97,7 +97,7 @@ FUZZ_TARGETS ?= decode form
 fuzz: setup
 	@$(CARGO) fuzz --version 2>/dev/null | grep -qx 'cargo-fuzz $(CARGO_FUZZ_VERSION)' || \
 	    $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
-	@touch fuzz/target/.fuzz-start 2>/dev/null || { mkdir -p fuzz/target && touch fuzz/target/.fuzz-start; }
+	@mkdir -p fuzz/target && touch fuzz/target/.fuzz-start
 	@for t in $(FUZZ_TARGETS); do \
 	    mkdir -p fuzz/target/corpus/$$t fuzz/artifacts/$$t && \
 	    $(CARGO) fuzz run --fuzz-dir fuzz --sanitizer none -O $$t \

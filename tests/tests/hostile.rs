@@ -763,26 +763,14 @@ fn forms(m: &mut Matrix) {
         request,
         Expect::Error(404, Some("model")),
     );
-    let request = m
-        .server
-        .transcription(&jfk)
-        .arg("-F")
-        .arg(from_file("language"));
-    m.case(
-        "a 1 MB language",
-        request,
-        Expect::Error(400, Some("language")),
-    );
-    let request = m
-        .server
-        .transcription(&jfk)
-        .arg("-F")
-        .arg(from_file("temperature"));
-    m.case(
-        "a 1 MB temperature",
-        request,
-        Expect::Error(400, Some("temperature")),
-    );
+    for field in ["language", "temperature"] {
+        let request = m.server.transcription(&jfk).arg("-F").arg(from_file(field));
+        m.case(
+            &format!("a 1 MB {field}"),
+            request,
+            Expect::Error(400, Some(field)),
+        );
+    }
     // A 20 MB prompt: only its end can condition the model, and tokenizing all of it on the
     // model's thread used to take most of a minute.
     // (Random words: a repetitive prompt makes Whisper repeat it, whatever its size.)

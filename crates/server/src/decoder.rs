@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::error::ApiError;
 
 /// How uploads are decoded: in a child process running `program decode-child`, or in
-/// process where there is no program (tests that build a router without the binary).
+/// process where this executable cannot be found.
 #[derive(Clone, Debug)]
 pub struct Decoder {
     program: Option<PathBuf>,
@@ -38,11 +38,6 @@ impl Decoder {
             })
             .ok();
         Decoder { program }
-    }
-
-    /// Decodes in process (unit tests of the router).
-    pub fn in_process() -> Self {
-        Decoder { program: None }
     }
 
     pub async fn decode(

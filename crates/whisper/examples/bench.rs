@@ -50,15 +50,19 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
     (out, start.elapsed().as_secs_f64())
 }
 
+/// Normal samples (standard deviation `scale`, default 1) of `shape` as `dtype`, evaluated.
+fn random_array(shape: &[i32], scale: Option<f32>, dtype: Dtype) -> Array {
+    let a = mlx_rs::random::normal::<f32>(shape, None, scale, None)
+        .unwrap()
+        .as_dtype(dtype)
+        .unwrap();
+    a.eval().unwrap();
+    a
+}
+
 fn gemm_gflops(m: i32, k: i32, n: i32, dtype: Dtype) -> f64 {
-    let a = mlx_rs::random::normal::<f32>(&[m, k], None, None, None)
-        .unwrap()
-        .as_dtype(dtype)
-        .unwrap();
-    let b = mlx_rs::random::normal::<f32>(&[k, n], None, None, None)
-        .unwrap()
-        .as_dtype(dtype)
-        .unwrap();
+    let a = random_array(&[m, k], None, dtype);
+    let b = random_array(&[k, n], None, dtype);
     a.matmul(&b).unwrap().eval().unwrap();
     let runs: Vec<f64> = (0..7)
         .map(|_| timed(|| a.matmul(&b).unwrap().eval().unwrap()).1)
@@ -163,16 +167,10 @@ fn random_turbo_weights(dims: &ModelDims) -> Weights {
 fn gemm_tflops(m: i32, k: i32, n: i32, dtype: Dtype, reps: usize) -> f64 {
     let inputs: Vec<(Array, Array)> = (0..2)
         .map(|_| {
-            let a = mlx_rs::random::normal::<f32>(&[m, k], None, None, None)
-                .unwrap()
-                .as_dtype(dtype)
-                .unwrap();
-            let b = mlx_rs::random::normal::<f32>(&[k, n], None, None, None)
-                .unwrap()
-                .as_dtype(dtype)
-                .unwrap();
-            mlx_rs::transforms::eval([&a, &b]).unwrap();
-            (a, b)
+            (
+                random_array(&[m, k], None, dtype),
+                random_array(&[k, n], None, dtype),
+            )
         })
         .collect();
     let run = || {
@@ -396,14 +394,7 @@ fn turbo_ops() {
     let b = env_list("STENO_BENCH_OPS_BATCH", &[8])[0] as i32;
     let (t, d, heads) = (1500i32, 1280i32, 20i32);
     let dtype = Dtype::Float16;
-    let rand = |shape: &[i32]| {
-        let a = mlx_rs::random::normal::<f32>(shape, None, Some(0.5), None)
-            .unwrap()
-            .as_dtype(dtype)
-            .unwrap();
-        a.eval().unwrap();
-        a
-    };
+    let rand = |shape: &[i32]| random_array(shape, Some(0.5), dtype);
     let time = |f: &dyn Fn() -> Array| {
         f().eval().unwrap();
         let runs: Vec<f64> = (0..10).map(|_| timed(|| f().eval().unwrap()).1).collect();
