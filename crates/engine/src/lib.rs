@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 pub use backend::{Backend, StepReport, WhisperBackend};
 pub use metrics::Metrics;
 use steno_whisper::{TokenLogprob, TranscribeOptions, Transcript};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
@@ -76,7 +76,43 @@ pub struct Reply {
     pub inference_seconds: f64,
 }
 
-pub type ReplyReceiver = oneshot::Receiver<Result<Reply, EngineError>>;
+/// A job's answer, still to come. Dropping it abandons the job (its rows are freed
+/// before the worker's next step).
+pub struct ReplyReceiver {
+    reply: oneshot::Receiver<Result<Reply, EngineError>>,
+    aborted: watch::Receiver<bool>,
+}
+
+impl ReplyReceiver {
+    /// The worker's answer, or [`EngineError::Unavailable`] as soon as the engine is
+    /// aborted (the drain deadline passed): that answer does not wait for the worker
+    /// to finish the step it is in.
+    pub async fn recv(mut self) -> Result<Reply, EngineError> {
+        tokio::select! {
+            biased;
+            reply = &mut self.reply => reply.unwrap_or(Err(EngineError::Unavailable)),
+            () = wait_for_abort(self.aborted.clone()) => Err(EngineError::Unavailable),
+        }
+    }
+
+    /// Resolves when the engine is aborted; a stream of deltas ends on it.
+    pub fn aborted(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        wait_for_abort(self.aborted.clone())
+    }
+
+    /// The worker's answer, for a thread outside the runtime; `Err` if the worker
+    /// dropped the job unanswered.
+    pub fn blocking_recv(self) -> Result<Result<Reply, EngineError>, oneshot::error::RecvError> {
+        self.reply.blocking_recv()
+    }
+}
+
+async fn wait_for_abort(mut aborted: watch::Receiver<bool>) {
+    if aborted.wait_for(|a| *a).await.is_err() {
+        // The engine is gone without an abort: never resolve; the reply decides.
+        std::future::pending::<()>().await;
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -124,6 +160,8 @@ struct Shared {
     draining: AtomicBool,
     /// Set when the drain deadline passes: the worker fails what is left and exits.
     abort: AtomicBool,
+    /// Tells the replies still awaited that the engine was aborted.
+    aborted: watch::Sender<bool>,
     in_flight: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
 }
@@ -152,6 +190,7 @@ impl Engine {
             healthy: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             abort: AtomicBool::new(false),
+            aborted: watch::Sender::new(false),
             in_flight: Arc::new(AtomicUsize::new(0)),
             metrics,
         });
@@ -218,7 +257,10 @@ impl Engine {
             _slot: slot,
         };
         match self.jobs.try_send(job) {
-            Ok(()) => Ok(receiver),
+            Ok(()) => Ok(ReplyReceiver {
+                reply: receiver,
+                aborted: self.shared.aborted.subscribe(),
+            }),
             Err(std_mpsc::TrySendError::Full(_)) => Err(EngineError::Overloaded),
             Err(std_mpsc::TrySendError::Disconnected(_)) => Err(EngineError::Unavailable),
         }
@@ -235,20 +277,29 @@ impl Engine {
     pub fn abort(&self) {
         self.begin_drain();
         self.shared.abort.store(true, Ordering::SeqCst);
+        self.shared.aborted.send_replace(true);
     }
 
     /// Drains, waits up to `deadline` for admitted jobs to finish, then fails what
-    /// is left and joins the worker.
-    pub fn shutdown(&self, deadline: Duration) {
+    /// is left and joins the worker if it leaves its loop within `join_within` (a step
+    /// already under way cannot be interrupted). Returns whether the worker stopped.
+    pub fn shutdown(&self, deadline: Duration, join_within: Duration) -> bool {
         self.begin_drain();
         let until = Instant::now() + deadline;
         while self.shared.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.abort();
-        let handle = self.worker.lock().ok().and_then(|mut w| w.take());
-        if let Some(handle) = handle {
-            let _ = handle.join();
+        let Some(mut worker) = self.worker.lock().ok() else {
+            return false;
+        };
+        let until = Instant::now() + join_within;
+        while worker.as_ref().is_some_and(|h| !h.is_finished()) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        match worker.take_if(|h| h.is_finished()) {
+            Some(handle) => handle.join().is_ok(),
+            None => worker.is_none(),
         }
     }
 }

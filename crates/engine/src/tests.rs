@@ -414,7 +414,9 @@ fn shutdown_finishes_admitted_work_and_refuses_new_jobs() {
     let h = start(EngineConfig::default(), 8, Duration::from_millis(2));
     let admitted = h.engine.submit(request("default", 20)).unwrap();
     let engine = h.engine.clone();
-    let shutdown = std::thread::spawn(move || engine.shutdown(Duration::from_secs(10)));
+    let shutdown = std::thread::spawn(move || {
+        engine.shutdown(Duration::from_secs(10), Duration::from_secs(10))
+    });
     std::thread::sleep(Duration::from_millis(10));
     assert!(matches!(
         h.engine.submit(request("default", 1)),
@@ -430,7 +432,39 @@ fn shutdown_past_its_deadline_fails_what_is_left() {
     let h = start(EngineConfig::default(), 8, Duration::from_millis(5));
     let endless = h.engine.submit(request("default", 1_000_000)).unwrap();
     let started = Instant::now();
-    h.engine.shutdown(Duration::from_millis(100));
+    assert!(h
+        .engine
+        .shutdown(Duration::from_millis(100), Duration::from_secs(10)));
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(matches!(wait(endless), Err(EngineError::Unavailable)));
+}
+
+#[test]
+fn an_abort_answers_awaited_jobs_without_waiting_for_the_step_under_way() {
+    let h = start(EngineConfig::default(), 8, Duration::from_millis(1500));
+    let endless = h.engine.submit(request("default", 1_000_000)).unwrap();
+    // Once the first step is logged, the second one is under way.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.log.lock().unwrap().steps.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let aborted = Instant::now();
+    assert!(
+        !h.engine
+            .shutdown(Duration::ZERO, Duration::from_millis(100)),
+        "the worker is still inside its step"
+    );
+    let answer = runtime.block_on(endless.recv());
+    assert!(
+        matches!(answer, Err(EngineError::Unavailable)),
+        "{answer:?}"
+    );
+    assert!(
+        aborted.elapsed() < Duration::from_millis(700),
+        "answered {:?} after the abort",
+        aborted.elapsed()
+    );
 }

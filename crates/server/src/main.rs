@@ -243,7 +243,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             let signal = signalled(stopped);
             async move {
                 signal.await;
-                tokio::time::sleep(drain + Duration::from_secs(2)).await;
+                tokio::time::sleep(drain + Duration::from_secs(1)).await;
             }
         };
         tokio::select! {
@@ -253,10 +253,26 @@ fn serve(args: ServeArgs) -> Result<()> {
         anyhow::Ok(())
     });
     // Whatever was admitted has been answered or failed by now (the drain above).
-    engine.shutdown(Duration::ZERO);
+    if !engine.shutdown(Duration::ZERO, WORKER_STOP_GRACE) {
+        // The worker is inside a step (one MLX evaluation, which cannot be cut); its
+        // jobs were already answered. Returning from main would run MLX's static
+        // destructors under it, so leave at once instead.
+        tracing::warn!(
+            "the worker is still inside a step; exiting without waiting for it to finish"
+        );
+        if let Err(e) = &served {
+            eprintln!("Error: {e:#}");
+        }
+        let code = i32::from(served.is_err());
+        // SAFETY: `_exit` ends the process without running any destructor or handler.
+        unsafe { libc::_exit(code) };
+    }
     tracing::info!("stopped");
     served
 }
+
+/// How long the process waits, after the drain, for the worker to leave its loop.
+const WORKER_STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// Loads configured models on the worker: the default (or the embedded tiny.en),
 /// and extra ones on first use.

@@ -143,9 +143,7 @@ async fn handle(
     if let Some(deltas) = delta_receiver {
         return Ok(stream_events(deltas, receiver, permit).into_response());
     }
-    let reply = receiver
-        .await
-        .map_err(|_| ApiError::from(steno_engine::EngineError::Unavailable))??;
+    let reply = receiver.recv().await?;
     drop(permit);
     let timing = server_timing(decode_seconds, &reply);
     let body = render(
@@ -221,6 +219,9 @@ fn stream_events(
     reply: ReplyReceiver,
     permit: Permit,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // After the drain deadline the worker may still be inside a step: the deltas end
+    // and the error event goes out at once.
+    let aborted = reply.aborted();
     let delta_events = stream::unfold(deltas, |mut deltas| async move {
         let delta = deltas.recv().await?;
         let body = TextDeltaEvent {
@@ -229,19 +230,19 @@ fn stream_events(
             logprobs: Logprob::list(delta.logprobs),
         };
         Some((Ok(event(&body)), deltas))
-    });
+    })
+    .take_until(aborted);
     // The engine drops the delta sender when the job ends, so the final event follows
     // the last delta.
     let done = stream::once(async move {
         let _permit = permit;
-        let body = match reply.await {
-            Ok(Ok(reply)) => event(&TextDoneEvent {
+        let body = match reply.recv().await {
+            Ok(reply) => event(&TextDoneEvent {
                 kind: "transcript.text.done",
                 text: reply.transcript.text.trim().to_string(),
                 logprobs: Logprob::list(reply.logprobs),
             }),
-            Ok(Err(e)) => event(&ApiError::from(e).body()),
-            Err(_) => event(&ApiError::from(steno_engine::EngineError::Unavailable).body()),
+            Err(e) => event(&ApiError::from(e).body()),
         };
         Ok(body)
     });
