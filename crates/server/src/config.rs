@@ -52,6 +52,7 @@ pub struct EngineSection {
     pub max_batch_rows: usize,
     pub queue_capacity: usize,
     pub mlx_cache_limit_bytes: usize,
+    pub cpu_lanes: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

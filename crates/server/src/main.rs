@@ -280,6 +280,7 @@ fn loader(config: &Config) -> steno_engine::Loader {
     let config = config.clone();
     let cache_limit = config.engine.mlx_cache_limit_bytes;
     let max_rows = config.engine.max_batch_rows;
+    steno_whisper::runtime::set_cpu_lanes(config.engine.cpu_lanes);
     Box::new(move |id: &str| {
         if cache_limit > 0 {
             steno_whisper::runtime::set_cache_limit(cache_limit).map_err(|e| e.to_string())?;

@@ -232,6 +232,41 @@ pub(crate) fn on_cpu() -> bool {
     })
 }
 
+/// `f` applied to slices of the arrays `x` along their axis 1 (heads, or time), each
+/// slice on its own CPU lane ([`crate::runtime::set_cpu_lanes`]), joined back along
+/// that axis; `f(x)` on the default stream where there are no lanes or the arrays are
+/// small.
+fn in_lanes(x: &[&Array], f: impl Fn(&[Array]) -> Result<Array>) -> Result<Array> {
+    crate::runtime::with_cpu_lanes(|lanes| split_over(lanes, x, &f))
+}
+
+/// [`in_lanes`] over the given streams.
+fn split_over(
+    lanes: &[mlx_rs::Stream],
+    x: &[&Array],
+    f: &impl Fn(&[Array]) -> Result<Array>,
+) -> Result<Array> {
+    let length = x[0].shape()[1];
+    let parts = lanes.len().min(length as usize);
+    // Below this many elements a lane's dispatch and the join cost more than they save
+    // (a decoder step's rows).
+    const WORTH_SPLITTING: usize = 1 << 18;
+    if parts < 2 || x[0].size() < WORTH_SPLITTING {
+        return f(&x.iter().map(|a| (*a).clone()).collect::<Vec<_>>());
+    }
+    let mut outputs = Vec::with_capacity(parts);
+    for (i, lane) in lanes[..parts].iter().enumerate() {
+        let from = length * i as i32 / parts as i32;
+        let to = length * (i as i32 + 1) / parts as i32;
+        let slices = x
+            .iter()
+            .map(|a| a.try_index((.., from..to)))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        outputs.push(mlx_rs::with_stream(lane, || f(&slices))?);
+    }
+    Ok(ops::concatenate(&outputs, 1)?)
+}
+
 /// Attention for one query per row as two matrix-vector products per head
 /// (`keys · qᵀ`, then `weights · values`) on the cached layout. On MLX's CPU
 /// backend sdpa's `[batch·heads]` tiny matrix products cost ~25 ms per row per
@@ -313,6 +348,14 @@ impl Attention {
         let q = split_heads(&self.query.forward(x)?, self.n_head)?;
         let o = if q.shape()[2] == 1 && on_cpu() {
             single_query_attention(&q, keys, values, self.scale(state), mask)?
+        } else if mask.is_none() {
+            // The encoder's (and a prompt's unmasked) attention: heads spread over lanes.
+            let scale = self.scale(state);
+            in_lanes(&[&q, keys, values], |qkv| {
+                Ok(fast::scaled_dot_product_attention(
+                    &qkv[0], &qkv[1], &qkv[2], scale, None, None,
+                )?)
+            })?
         } else {
             let mask = mask.map(ScaledDotProductAttentionMask::Array);
             fast::scaled_dot_product_attention(q, keys, values, self.scale(state), mask, None)?
@@ -346,9 +389,14 @@ impl Mlp {
     }
 
     fn residual(&self, x: &Array) -> Result<Array> {
-        let h = mlx_rs::nn::gelu(self.fc1.forward(&self.ln.forward(x)?)?)?;
+        let h = gelu(&self.fc1.forward(&self.ln.forward(x)?)?)?;
         Ok(x.add(self.fc2.forward(&h)?)?)
     }
+}
+
+/// GELU with its rows (time) spread over the CPU lanes.
+fn gelu(x: &Array) -> Result<Array> {
+    in_lanes(&[x], |x| Ok(mlx_rs::nn::gelu(&x[0])?))
 }
 
 struct EncoderBlock {
@@ -390,9 +438,9 @@ impl AudioEncoder {
     /// `[batch, 2·ctx, n_mels]` mel windows → `[batch, ctx, state]` audio features.
     pub fn forward(&self, mel: &Array) -> Result<Array> {
         let x = ops::conv1d(mel, &self.conv1.0, 1, 1, 1, 1)?.add(&self.conv1.1)?;
-        let x = mlx_rs::nn::gelu(x)?;
+        let x = gelu(&x)?;
         let x = ops::conv1d(&x, &self.conv2.0, 2, 1, 1, 1)?.add(&self.conv2.1)?;
-        let mut x = mlx_rs::nn::gelu(x)?.add(&self.positional)?;
+        let mut x = gelu(&x)?.add(&self.positional)?;
         for block in &self.blocks {
             let h = block.attn_ln.forward(&x)?;
             let (k, v) = block.attn.key_value(&h)?;
@@ -632,4 +680,54 @@ impl WhisperModel {
 /// Slices `[batch, heads, time, dim]` caches to keep only time steps `from..`.
 pub fn drop_cache_prefix(cache: &Array, from: i32) -> Result<Array> {
     Ok(cache.try_index((.., .., from.., ..))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(shape: &[i32]) -> Array {
+        let a = mlx_rs::random::normal::<f32>(shape, None, None, None).unwrap();
+        a.eval().unwrap();
+        a
+    }
+
+    fn max_difference(a: &Array, b: &Array) -> f32 {
+        assert_eq!(a.shape(), b.shape());
+        ops::abs(a.subtract(b).unwrap())
+            .unwrap()
+            .max(None)
+            .unwrap()
+            .item::<f32>()
+    }
+
+    #[test]
+    fn work_split_over_lanes_matches_the_default_stream() {
+        let lanes: Vec<mlx_rs::Stream> = (0..3)
+            .map(|_| mlx_rs::Stream::new_with_device(&mlx_rs::Device::cpu()))
+            .collect();
+        // Encoder attention: 6 heads over 3 lanes (2 each).
+        let (q, k, v) = (
+            random(&[2, 6, 1500, 64]),
+            random(&[2, 6, 1500, 64]),
+            random(&[2, 6, 1500, 64]),
+        );
+        let attention = |x: &[Array]| {
+            Ok(fast::scaled_dot_product_attention(
+                &x[0], &x[1], &x[2], 0.125, None, None,
+            )?)
+        };
+        let split = split_over(&lanes, &[&q, &k, &v], &attention).unwrap();
+        let whole = attention(&[q.clone(), k.clone(), v.clone()]).unwrap();
+        assert!(max_difference(&split, &whole) < 1e-5);
+        // GELU over 1500 frames, 500 a lane.
+        let h = random(&[1, 1500, 384]);
+        let gelu = |x: &[Array]| Ok(mlx_rs::nn::gelu(&x[0])?);
+        let split = split_over(&lanes, &[&h], &gelu).unwrap();
+        assert_eq!(max_difference(&split, &gelu(&[h.clone()]).unwrap()), 0.0);
+        // Small arrays (a decoder step) stay whole.
+        let small = random(&[4, 1, 384]);
+        let split = split_over(&lanes, &[&small], &gelu).unwrap();
+        assert_eq!(max_difference(&split, &gelu(&[small.clone()]).unwrap()), 0.0);
+    }
 }

@@ -22,3 +22,41 @@ pub fn memory() -> MemoryStats {
 pub fn set_cache_limit(bytes: usize) -> crate::Result<usize> {
     Ok(mlx_rs::memory::set_cache_limit(bytes)?)
 }
+
+/// Extra MLX CPU streams ("lanes") over which the encoder's attention heads and GELU
+/// rows are spread. MLX's CPU elementwise kernels (softmax's `exp`, GELU's `erf`) run
+/// on one thread per stream and are most of an encoder window on x86, so with one
+/// stream the other cores idle while they run. `0`: one lane per core, up to 8; `1`:
+/// no lanes. No effect on a GPU. Takes effect at the next model call on each thread.
+pub fn set_cpu_lanes(lanes: usize) {
+    CPU_LANES.store(lanes, std::sync::atomic::Ordering::Relaxed);
+}
+
+static CPU_LANES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Lanes this thread uses now: none on a GPU, on one core, or when set to 1.
+pub(crate) fn with_cpu_lanes<T>(f: impl FnOnce(&[mlx_rs::Stream]) -> T) -> T {
+    thread_local! {
+        // Streams are not Send in mlx-rs; each thread that runs the model keeps its own.
+        static LANES: std::cell::RefCell<Vec<mlx_rs::Stream>> = const {
+            std::cell::RefCell::new(Vec::new())
+        };
+    }
+    let wanted = match CPU_LANES.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+        n => n,
+    };
+    let wanted = if crate::model::on_cpu() && wanted > 1 {
+        wanted
+    } else {
+        0
+    };
+    LANES.with(|lanes| {
+        if lanes.borrow().len() != wanted {
+            *lanes.borrow_mut() = (0..wanted)
+                .map(|_| mlx_rs::Stream::new_with_device(&mlx_rs::Device::cpu()))
+                .collect();
+        }
+        f(&lanes.borrow())
+    })
+}
