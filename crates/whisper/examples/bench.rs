@@ -2,8 +2,8 @@
 //! and written to target/bench/whisper.md.
 //!
 //! * GEMM roofline: fp32 matmul of the encoder's MLP shape, the best this backend does.
-//! * Encoder: seconds per 30 s window at batch 1 and 4, and its achieved GFLOP/s as a
-//!   share of that roofline.
+//! * Encoder: seconds per 30 s window at batch 1 and 4, with CPU lanes off and on
+//!   (`runtime::set_cpu_lanes`), and its achieved GFLOP/s as a share of that roofline.
 //! * One long file (clips joined with pauses) in `sequential` and `batched` modes.
 //! * Short clips, one row at a time vs batched across clips.
 //!
@@ -745,9 +745,11 @@ fn model_bench() {
     let flops = encoder_flops(&whisper);
     let _ = writeln!(
         report,
-        "| encoder batch | s / window | GFLOP/s | share of GEMM roofline |\n|---|---|---|---|"
+        "| CPU lanes | encoder batch | s / window | GFLOP/s | share of GEMM roofline |\n|---|---|---|---|---|"
     );
-    for batch in [1usize, 4] {
+    // One MLX stream, then the default lanes (one per core; none on a GPU).
+    for (lanes, batch) in [(1usize, 1usize), (1, 4), (0, 1), (0, 4)] {
+        steno_whisper::runtime::set_cpu_lanes(lanes);
         let mels: Vec<Vec<f32>> = (0..batch)
             .map(|i| vec![0.05 * i as f32; 3000 * dims.n_mels])
             .collect();
@@ -759,7 +761,8 @@ fn model_bench() {
         let gflops = flops / per_window / 1e9;
         let _ = writeln!(
             report,
-            "| {batch} | {per_window:.3} | {gflops:.1} | {:.0} % |",
+            "| {} | {batch} | {per_window:.3} | {gflops:.1} | {:.0} % |",
+            if lanes == 1 { "off" } else { "per core" },
             100.0 * gflops / roofline
         );
     }

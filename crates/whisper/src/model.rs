@@ -728,6 +728,9 @@ mod tests {
         // Small arrays (a decoder step) stay whole.
         let small = random(&[4, 1, 384]);
         let split = split_over(&lanes, &[&small], &gelu).unwrap();
-        assert_eq!(max_difference(&split, &gelu(&[small.clone()]).unwrap()), 0.0);
+        assert_eq!(
+            max_difference(&split, &gelu(&[small.clone()]).unwrap()),
+            0.0
+        );
     }
 }
