@@ -139,6 +139,19 @@ impl Nginx {
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
+
+    /// The log file `name` once every one of `needles` is in it, or as it is after 5 s:
+    /// nginx writes a request's access line after the client has its response.
+    pub fn log_with(&self, name: &str, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let log = self.log(name);
+            if needles.iter().all(|n| log.contains(n)) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Nginx {
