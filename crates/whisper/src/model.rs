@@ -267,6 +267,25 @@ fn split_over(
     Ok(ops::concatenate(&outputs, 1)?)
 }
 
+/// Whether unmasked attention on the CPU uses [`power_of_two_attention`]: on x86, where
+/// MLX's CPU `exp` is a scalar polynomial (~17 ns an element here, most of an encoder
+/// window) and `power` with a scalar base is libm's (~8 ns). Elsewhere MLX's `exp` is
+/// vectorised and sdpa stays.
+const POWER_OF_TWO_SOFTMAX: bool = cfg!(target_arch = "x86_64");
+
+/// `softmax(q·kᵀ·scale)·v` with `2^x` for `e^x`: log2(e) folds into the scale, and the
+/// row sums divide the `[t, d]` output instead of the `[t, t]` weights. Measured on
+/// 6 heads × 1500²: ~25 % less time than sdpa's fallback, outputs within 2e-5.
+fn power_of_two_attention(q: &Array, k: &Array, v: &Array, scale: f32) -> Result<Array> {
+    let scores = q
+        .multiply(Array::from_f32(scale * std::f32::consts::LOG2_E))?
+        .matmul(k.swap_axes(-1, -2)?)?;
+    let max = scores.max_axis(-1, true)?;
+    let weights = ops::power(Array::from_f32(2.0), scores.subtract(&max)?)?;
+    let sums = weights.sum_axis(-1, true)?;
+    Ok(weights.matmul(v)?.divide(&sums)?)
+}
+
 /// Attention for one query per row as two matrix-vector products per head
 /// (`keys · qᵀ`, then `weights · values`) on the cached layout. On MLX's CPU
 /// backend sdpa's `[batch·heads]` tiny matrix products cost ~25 ms per row per
@@ -352,9 +371,13 @@ impl Attention {
             // The encoder's (and a prompt's unmasked) attention: heads spread over lanes.
             let scale = self.scale(state);
             in_lanes(&[&q, keys, values], |qkv| {
-                Ok(fast::scaled_dot_product_attention(
-                    &qkv[0], &qkv[1], &qkv[2], scale, None, None,
-                )?)
+                if POWER_OF_TWO_SOFTMAX && on_cpu() {
+                    power_of_two_attention(&qkv[0], &qkv[1], &qkv[2], scale)
+                } else {
+                    Ok(fast::scaled_dot_product_attention(
+                        &qkv[0], &qkv[1], &qkv[2], scale, None, None,
+                    )?)
+                }
             })?
         } else {
             let mask = mask.map(ScaledDotProductAttentionMask::Array);
@@ -702,7 +725,7 @@ mod tests {
     }
 
     #[test]
-    fn work_split_over_lanes_matches_the_default_stream() {
+    fn lanes_and_power_of_two_attention_match_the_default_stream_and_sdpa() {
         let lanes: Vec<mlx_rs::Stream> = (0..3)
             .map(|_| mlx_rs::Stream::new_with_device(&mlx_rs::Device::cpu()))
             .collect();
@@ -720,6 +743,9 @@ mod tests {
         let split = split_over(&lanes, &[&q, &k, &v], &attention).unwrap();
         let whole = attention(&[q.clone(), k.clone(), v.clone()]).unwrap();
         assert!(max_difference(&split, &whole) < 1e-5);
+        // The CPU's power-of-two attention, against sdpa.
+        let pow2 = power_of_two_attention(&q, &k, &v, 0.125).unwrap();
+        assert!(max_difference(&pow2, &whole) < 1e-4);
         // GELU over 1500 frames, 500 a lane.
         let h = random(&[1, 1500, 384]);
         let gelu = |x: &[Array]| Ok(mlx_rs::nn::gelu(&x[0])?);
