@@ -87,11 +87,11 @@ impl ReplyReceiver {
     /// The worker's answer, or [`EngineError::Unavailable`] as soon as the engine is
     /// aborted (the drain deadline passed): that answer does not wait for the worker
     /// to finish the step it is in.
-    pub async fn recv(mut self) -> Result<Reply, EngineError> {
+    pub async fn recv(self) -> Result<Reply, EngineError> {
         tokio::select! {
             biased;
-            reply = &mut self.reply => reply.unwrap_or(Err(EngineError::Unavailable)),
-            () = wait_for_abort(self.aborted.clone()) => Err(EngineError::Unavailable),
+            reply = self.reply => reply.unwrap_or(Err(EngineError::Unavailable)),
+            () = wait_for_abort(self.aborted) => Err(EngineError::Unavailable),
         }
     }
 
@@ -158,9 +158,8 @@ struct Job {
 struct Shared {
     healthy: AtomicBool,
     draining: AtomicBool,
-    /// Set when the drain deadline passes: the worker fails what is left and exits.
-    abort: AtomicBool,
-    /// Tells the replies still awaited that the engine was aborted.
+    /// Set when the drain deadline passes: the worker fails what is left and exits,
+    /// and the replies still awaited answer at once.
     aborted: watch::Sender<bool>,
     in_flight: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
@@ -189,7 +188,6 @@ impl Engine {
         let shared = Arc::new(Shared {
             healthy: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            abort: AtomicBool::new(false),
             aborted: watch::Sender::new(false),
             in_flight: Arc::new(AtomicUsize::new(0)),
             metrics,
@@ -276,7 +274,6 @@ impl Engine {
     /// [`EngineError::Unavailable`] and the worker exits its loop.
     pub fn abort(&self) {
         self.begin_drain();
-        self.shared.abort.store(true, Ordering::SeqCst);
         self.shared.aborted.send_replace(true);
     }
 

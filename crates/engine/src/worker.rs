@@ -82,7 +82,7 @@ impl Worker {
 
     fn serve(&mut self, receiver: &Receiver<Job>) {
         loop {
-            if self.shared.abort.load(Ordering::SeqCst) {
+            if *self.shared.aborted.borrow() {
                 self.fail_all(EngineError::Unavailable, "shutdown");
                 while let Ok(job) = receiver.try_recv() {
                     let _ = job.reply.send(Err(EngineError::Unavailable));

@@ -42,8 +42,12 @@ pub(crate) fn with_cpu_lanes<T>(f: impl FnOnce(&[mlx_rs::Stream]) -> T) -> T {
             std::cell::RefCell::new(Vec::new())
         };
     }
+    // Once per process: on Linux `available_parallelism` reads cgroup files, and this
+    // runs for every attention and GELU call.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let wanted = match CPU_LANES.load(std::sync::atomic::Ordering::Relaxed) {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+        0 => *CORES
+            .get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(8))),
         n => n,
     };
     let wanted = if crate::model::on_cpu() && wanted > 1 {
