@@ -5,15 +5,16 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use symphonia::core::audio::{AudioBuffer, AudioBufferRef, Signal};
-use symphonia::core::codecs::{self, CodecType, DecoderOptions};
+use symphonia::core::codecs::{self, CodecType, Decoder, DecoderOptions};
 use symphonia::core::conv::IntoSample;
 use symphonia::core::errors::Error as SymphoniaError;
-use symphonia::core::formats::{FormatOptions, Track};
+use symphonia::core::formats::{FormatOptions, FormatReader, Packet, Track};
 use symphonia::core::io::{MediaSource, MediaSourceStream, ReadOnlySource};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 use symphonia::core::sample::Sample;
 
+use crate::header_guard::{check_declared_sizes, is_matroska};
 use crate::resample::{check_rate, Resampler};
 use crate::{Audio, AudioError, Limits, MAX_CHANNELS, SAMPLE_RATE};
 
@@ -62,9 +63,7 @@ where
 {
     let len = bytes.as_ref().len();
     check_upload(len, limits)?;
-    check_caf_chunks(bytes.as_ref())?;
-    check_matroska_elements(bytes.as_ref())?;
-    check_mp4_atoms(bytes.as_ref())?;
+    check_declared_sizes(bytes.as_ref())?;
     let hint = hint.map(str::trim).filter(|h| !h.is_empty());
     let bytes = Shared(Arc::new(bytes));
     let attempt = |seekable: bool| {
@@ -108,292 +107,6 @@ impl<B: AsRef<[u8]>> AsRef<[u8]> for Shared<B> {
     fn as_ref(&self) -> &[u8] {
         self.0.as_ref().as_ref()
     }
-}
-
-/// Starts with the EBML magic of Matroska and WebM.
-/// CAF chunk sizes and packet counts are taken on trust by symphonia's demuxer, which
-/// allocates them up front: a few hundred bytes declaring 2^56 packets, or a chunk of
-/// 2^40 bytes, abort the process on the failed allocation (found by `make fuzz`). A chunk
-/// other than `data` must fit in the upload, and a packet table holds at least one byte
-/// per packet.
-fn check_caf_chunks(bytes: &[u8]) -> Result<(), AudioError> {
-    if !bytes.starts_with(b"caff") {
-        return Ok(());
-    }
-    let corrupt = |what: &str| Err(AudioError::Corrupt(format!("CAF file: {what}")));
-    let be64 = |at: usize| {
-        bytes
-            .get(at..at + 8)
-            .map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")))
-    };
-    let mut at = 8;
-    while let (Some(kind), Some(size)) = (bytes.get(at..at + 4), be64(at + 4)) {
-        let body = at + 12;
-        let remaining = (bytes.len() - body) as i64;
-        if kind == b"data" {
-            // The audio itself may run to the end (size -1) or be cut short; symphonia
-            // reads it packet by packet.
-            if size < 0 || size >= remaining {
-                return Ok(());
-            }
-        } else if !(0..=remaining).contains(&size) {
-            return corrupt(&format!(
-                "the {:?} chunk declares {size} bytes, {remaining} are left",
-                String::from_utf8_lossy(kind)
-            ));
-        }
-        if kind == b"pakt" {
-            let packets = be64(body).unwrap_or(0);
-            if !(0..=size).contains(&packets) {
-                return corrupt(&format!(
-                    "the packet table declares {packets} packets in {size} bytes"
-                ));
-            }
-        }
-        at = body + size as usize;
-    }
-    Ok(())
-}
-
-/// Matroska/WebM master elements: their children follow their header, so the scan below
-/// descends into them instead of skipping their (possibly cut-off) body.
-const MATROSKA_MASTERS: [u32; 46] = [
-    0x1A45_DFA3, // EBML header
-    0x1853_8067, // Segment
-    0x114D_9B74, // SeekHead
-    0x4DBB,      // Seek
-    0x1549_A966, // Info
-    0x1654_AE6B, // Tracks
-    0xAE,        // TrackEntry
-    0xE1,        // Audio
-    0xE0,        // Video
-    0x6D80,      // ContentEncodings
-    0x6240,      // ContentEncoding
-    0x1F43_B675, // Cluster
-    0xA0,        // BlockGroup
-    0x75A1,      // BlockAdditions
-    0xA6,        // BlockMore
-    0x1C53_BB6B, // Cues
-    0xBB,        // CuePoint
-    0xB7,        // CueTrackPositions
-    0x1254_C367, // Tags
-    0x7373,      // Tag
-    0x1043_A770, // Chapters
-    0x1941_A469, // Attachments
-    0x61A7,      // AttachedFile
-    0x45B9,      // EditionEntry
-    0xB6,        // ChapterAtom
-    0x80,        // ChapterDisplay
-    0x8F,        // ChapterTrack
-    0x6944,      // ChapProcess
-    0x6911,      // ChapProcessCommand
-    0x63C0,      // Targets
-    0x67C8,      // SimpleTag
-    0x5034,      // ContentCompression
-    0x5035,      // ContentEncryption
-    0x47E7,      // ContentEncAESSettings
-    0x8E,        // Slices
-    0xE8,        // TimeSlice
-    0x5854,      // SilentTracks
-    0xDB,        // CueReference
-    0x6624,      // TrackTranslate
-    0xE2,        // TrackOperation
-    0xE3,        // TrackCombinePlanes
-    0xE4,        // TrackPlane
-    0xE9,        // TrackJoinBlocks
-    0x55B0,      // Colour
-    0x55D0,      // MasteringMetadata
-    0x7670,      // Projection
-];
-
-/// An EBML variable-length integer at `at`: (value without the length marker, its
-/// length), or `None` past the end or on an invalid first byte.
-fn ebml_vint(bytes: &[u8], at: usize) -> Option<(u64, usize)> {
-    let first = *bytes.get(at)?;
-    let len = first.leading_zeros() as usize + 1;
-    if len > 8 {
-        return None;
-    }
-    let mut value = u64::from(first) & (0xFF >> len);
-    for &b in bytes.get(at + 1..at + len)? {
-        value = value << 8 | u64::from(b);
-    }
-    Some((value, len))
-}
-
-/// symphonia's Matroska demuxer allocates a leaf element's declared size before reading
-/// it: a 100-byte upload declaring a 36 PB block aborted the process on the failed
-/// allocation (found by `make fuzz`). A leaf element may not declare more bytes than the
-/// whole upload holds; masters (often cut short in a truncated file) are descended into.
-fn check_matroska_elements(bytes: &[u8]) -> Result<(), AudioError> {
-    if !is_matroska(bytes) {
-        return Ok(());
-    }
-    let mut at = 0;
-    while let Some((_, id_len)) = ebml_vint(bytes, at) {
-        let Some((size, size_len)) = ebml_vint(bytes, at + id_len) else {
-            break;
-        };
-        let id = bytes[at..at + id_len]
-            .iter()
-            .fold(0u32, |id, &b| id << 8 | u32::from(b));
-        let body = at + id_len + size_len;
-        let unknown = size == (1u64 << (7 * size_len)) - 1;
-        if MATROSKA_MASTERS.contains(&id) || unknown {
-            at = body;
-        } else if size > bytes.len() as u64 {
-            return Err(AudioError::Corrupt(format!(
-                "Matroska element {id:#X} declares {size} bytes in a {}-byte file",
-                bytes.len()
-            )));
-        } else {
-            if id == 0xA3 || id == 0xA1 {
-                let block = &bytes[body.min(bytes.len())..(body + size as usize).min(bytes.len())];
-                check_matroska_laces(block, size)?;
-            }
-            at = body + size as usize;
-        }
-    }
-    Ok(())
-}
-
-/// A (Simple)Block's Xiph or EBML lacing lists the sizes of all but its last frame, and
-/// symphonia allocates each before reading it: a 400-byte upload declaring a 3 TB lace
-/// aborted the process (found by `make fuzz`). Each size, and their running sum, must fit
-/// in the block. `block` holds what the upload has of a block declaring `size` bytes.
-fn check_matroska_laces(block: &[u8], size: u64) -> Result<(), AudioError> {
-    // Track number, 16-bit timestamp, flags, then the number of laced frames minus one.
-    let Some((_, track_len)) = ebml_vint(block, 0) else {
-        return Ok(());
-    };
-    let (Some(&flags), Some(&count)) = (block.get(track_len + 2), block.get(track_len + 3)) else {
-        return Ok(());
-    };
-    let xiph = match (flags >> 1) & 0b11 {
-        0b01 => true,
-        0b11 => false,
-        _ => return Ok(()),
-    };
-    let too_big = |lace: u64| {
-        Err(AudioError::Corrupt(format!(
-            "Matroska block lacing declares a {lace}-byte frame in a {size}-byte block"
-        )))
-    };
-    let mut at = track_len + 4;
-    let (mut previous, mut total) = (0i64, 0u64);
-    for index in 0..usize::from(count) {
-        let lace = if xiph {
-            let mut lace = 0u64;
-            loop {
-                let Some(&byte) = block.get(at) else {
-                    return Ok(());
-                };
-                at += 1;
-                lace += u64::from(byte);
-                if byte != 255 {
-                    break lace;
-                }
-            }
-        } else {
-            let Some((value, len)) = ebml_vint(block, at) else {
-                return Ok(());
-            };
-            at += len;
-            // The first size is unsigned, the others are signed differences from the last.
-            previous = if index == 0 {
-                value as i64
-            } else {
-                let bias = (1i64 << (7 * len - 1)) - 1;
-                previous.wrapping_add(value as i64 - bias)
-            };
-            previous as u64
-        };
-        total = total.saturating_add(lace);
-        if lace > size || total > size {
-            return too_big(lace);
-        }
-    }
-    Ok(())
-}
-
-/// MP4 atoms whose children follow their 8-byte header.
-const MP4_CONTAINERS: [&[u8; 4]; 11] = [
-    b"moov", b"trak", b"mdia", b"minf", b"stbl", b"udta", b"edts", b"dinf", b"mvex", b"moof",
-    b"traf",
-];
-
-/// MP4 tables symphonia allocates from their entry count: (atom, offset of the count in
-/// the body, bytes per entry).
-const MP4_TABLES: [(&[u8; 4], usize, u64); 8] = [
-    (b"stts", 4, 8),
-    (b"stsc", 4, 12),
-    (b"stsz", 8, 4),
-    (b"stco", 4, 4),
-    (b"co64", 4, 8),
-    (b"ctts", 4, 8),
-    (b"stss", 4, 4),
-    (b"elst", 4, 12),
-];
-
-/// symphonia's MP4 demuxer allocates atoms and sample tables from their declared sizes and
-/// counts before reading them: a 2 KB upload declaring 26 GB aborted the process on the
-/// failed allocation (found by `make fuzz`). Atoms other than `mdat` must fit in the
-/// upload, and a table's entries must fit in its atom (`stsz` with one size for every
-/// sample has no entries).
-fn check_mp4_atoms(bytes: &[u8]) -> Result<(), AudioError> {
-    if bytes.get(4..8) != Some(b"ftyp") {
-        return Ok(());
-    }
-    let corrupt = |what: String| Err(AudioError::Corrupt(format!("MP4 file: {what}")));
-    let be32 = |at: usize| {
-        bytes
-            .get(at..at + 4)
-            .map(|b| u64::from(u32::from_be_bytes(b.try_into().expect("4 bytes"))))
-    };
-    let mut at = 0;
-    while let (Some(size), Some(kind)) = (be32(at), bytes.get(at + 4..at + 8)) {
-        let (header, size) = match size {
-            1 => match bytes.get(at + 8..at + 16) {
-                Some(b) => (16, u64::from_be_bytes(b.try_into().expect("8 bytes"))),
-                None => break,
-            },
-            0 => (8, (bytes.len() - at) as u64),
-            size => (8, size),
-        };
-        let remaining = (bytes.len() - at) as u64;
-        if kind == b"mdat" && size > remaining {
-            // The audio itself, cut short: symphonia reads it packet by packet.
-            break;
-        }
-        if size < header || size > remaining {
-            return corrupt(format!(
-                "the {:?} atom declares {size} bytes, {remaining} are left",
-                String::from_utf8_lossy(kind)
-            ));
-        }
-        let body = at + header as usize;
-        if let Some((_, offset, entry)) = MP4_TABLES.iter().find(|(name, ..)| &name[..] == kind) {
-            let uniform_stsz = kind == b"stsz" && be32(body + 4).is_some_and(|s| s != 0);
-            let count = be32(body + offset).unwrap_or(0);
-            let room = size - header;
-            if !uniform_stsz && count.saturating_mul(*entry) > room {
-                return corrupt(format!(
-                    "the {:?} table declares {count} entries in {room} bytes",
-                    String::from_utf8_lossy(kind)
-                ));
-            }
-        }
-        at = if MP4_CONTAINERS.iter().any(|name| &name[..] == kind) {
-            body
-        } else {
-            at + size as usize
-        };
-    }
-    Ok(())
-}
-
-fn is_matroska(bytes: &[u8]) -> bool {
-    bytes.starts_with(&[0x1A, 0x45, 0xDF, 0xA3])
 }
 
 fn check_upload(len: usize, limits: &Limits) -> Result<(), AudioError> {
@@ -472,12 +185,28 @@ fn check_size(bytes: usize, limits: &Limits) -> Result<(), AudioError> {
     }
 }
 
+/// Decodes the first audio track of the container in `source` (`len` bytes) under `limits`:
+/// probe the container, pick the track, check what it declares, then decode it.
 fn decode_container(
     source: Box<dyn MediaSource>,
     len: usize,
     hint: Option<&str>,
     limits: &Limits,
 ) -> Result<Audio, AudioError> {
+    let mut format = open_container(source, hint)?;
+    let track = first_audio_track(format.tracks())?;
+    check_declared_stream(&track, len, limits)?;
+    let decoder = crate::opus::codecs()
+        .make(&track.codec_params, &DecoderOptions::default())
+        .map_err(|e| codec_error(e, track.codec_params.codec))?;
+    decode_track(format.as_mut(), decoder, &track, len, limits)
+}
+
+/// Probes the container format from the content (`hint` only names it in errors).
+fn open_container(
+    source: Box<dyn MediaSource>,
+    hint: Option<&str>,
+) -> Result<Box<dyn FormatReader>, AudioError> {
     let source = MediaSourceStream::new(source, Default::default());
     let format_options = FormatOptions {
         enable_gapless: true,
@@ -491,10 +220,13 @@ fn decode_container(
             &MetadataOptions::default(),
         )
         .map_err(|e| probe_error(e, hint))?;
-    let mut format = probed.format;
+    Ok(probed.format)
+}
 
-    let track = format
-        .tracks()
+/// The first track with a codec, its ALAC cookie unwrapped for the decoder (see
+/// [`alac_config`]).
+fn first_audio_track(tracks: &[Track]) -> Result<Track, AudioError> {
+    let mut track = tracks
         .iter()
         .find(|t| t.codec_params.codec != codecs::CODEC_TYPE_NULL)
         .cloned()
@@ -503,7 +235,6 @@ fn decode_container(
                 "the file contains no audio track; {SUPPORTED_FORMATS}"
             ))
         })?;
-    let mut track = track;
     if track.codec_params.codec == codecs::CODEC_TYPE_ALAC {
         if let Some(cookie) = track
             .codec_params
@@ -514,153 +245,267 @@ fn decode_container(
             track.codec_params.extra_data = Some(cookie);
         }
     }
-    let track_id = track.id;
-    check_declared_stream(&track, len, limits)?;
-    let mut decoder = crate::opus::codecs()
-        .make(&track.codec_params, &DecoderOptions::default())
-        .map_err(|e| codec_error(e, track.codec_params.codec))?;
+    Ok(track)
+}
 
+/// Reads `track`'s packets from `format` and decodes them into 16 kHz mono, skipping
+/// damaged packets within [`Limits::max_decode_errors`] and stopping at the first limit
+/// crossed. `len` (the upload's size) bounds the packet count.
+fn decode_track(
+    format: &mut dyn FormatReader,
+    mut decoder: Box<dyn Decoder>,
+    track: &Track,
+    len: usize,
+    limits: &Limits,
+) -> Result<Audio, AudioError> {
     // A packet carries at least a byte of the upload, so more packets than bytes means a
     // demuxer going round in circles on hostile input.
     let max_packets = len as u64 + 10_000;
-    let max_channel_samples =
-        f64::from(limits.max_samples_per_second) * limits.max_duration_seconds;
     let mut packets = 0u64;
-    let mut errors = 0u32;
-    let mut first_error: Option<String> = None;
-    // Duration as whole frames over the rate (exact), summed over rate changes.
-    let mut seconds = 0f64;
-    let mut seconds_before_rate_change = 0f64;
-    let mut frames_at_current_rate = 0u64;
-    let mut current_rate = 0u32;
-    let mut channel_samples = 0f64;
-    let mut source: Option<(u32, u16)> = None;
-    let mut sink: Option<MonoSink> = None;
-    let mut mono = Vec::new();
-
-    let mut record_error = |message: String| -> Result<(), AudioError> {
-        errors += 1;
-        let first = first_error.get_or_insert(message);
-        if errors > limits.max_decode_errors {
-            return Err(AudioError::Corrupt(format!(
-                "more than {} damaged packets (first: {first})",
-                limits.max_decode_errors
-            )));
-        }
-        Ok(())
-    };
-
+    let mut damage = Damage::new(limits.max_decode_errors);
+    let mut output = TrackOutput::new(limits, declared_frames(track));
     loop {
         if packets >= max_packets {
             return Err(AudioError::Corrupt(
                 "the container yields more packets than it has bytes".into(),
             ));
         }
-        let packet = match format.next_packet() {
-            Ok(packet) => packet,
-            // End of stream, or of a truncated upload: keep what was decoded.
-            Err(SymphoniaError::IoError(_)) => break,
-            // A chained stream (new Ogg logical stream) with new parameters: stop at the first.
-            Err(SymphoniaError::ResetRequired) => {
-                tracing::debug!(
-                    "stream parameters changed mid-file; decoding the first stream only"
-                );
-                break;
-            }
-            Err(SymphoniaError::DecodeError(message)) => {
-                record_error(format!("demuxing: {message}"))?;
+        let packet = match next_packet(format, output.has_audio())? {
+            Demuxed::Packet(packet) => packet,
+            Demuxed::Damaged(reason) => {
+                damage.record(reason)?;
                 packets += 1;
                 continue;
             }
-            Err(other) if sink.is_some() => {
-                tracing::debug!(error = %other, "stopping at a demuxer error after decoding audio");
-                break;
-            }
-            Err(other) => return Err(stream_error(other)),
+            Demuxed::End => break,
         };
         packets += 1;
-        if packet.track_id() != track_id {
+        if packet.track_id() != track.id {
             continue;
         }
         let decoded = match decoder.decode(&packet) {
             Ok(decoded) => decoded,
-            Err(SymphoniaError::DecodeError(message)) => {
-                record_error(message.to_string())?;
+            Err(error) => {
+                if matches!(error, SymphoniaError::ResetRequired) {
+                    decoder.reset();
+                }
+                damage.record(damaged_packet(error)?)?;
                 continue;
             }
-            Err(SymphoniaError::IoError(error)) => {
-                record_error(format!("packet ends early ({error})"))?;
-                continue;
-            }
-            Err(SymphoniaError::ResetRequired) => {
-                decoder.reset();
-                record_error("decoder reset required".into())?;
-                continue;
-            }
-            Err(other) => return Err(stream_error(other)),
         };
+        output.push(&decoded)?;
+    }
+    output.finish(&damage)
+}
 
-        let spec = *decoded.spec();
-        let channels = spec.channels.count();
-        if channels == 0 {
-            return Err(AudioError::Corrupt("the stream declares 0 channels".into()));
+/// The frame count the track declares, if plausible (0 if not): sizes the first allocation.
+fn declared_frames(track: &Track) -> usize {
+    track
+        .codec_params
+        .n_frames
+        .filter(|&f| f <= MAX_PLAUSIBLE_FRAMES)
+        .unwrap_or(0) as usize
+}
+
+/// What the demuxer gave: a packet, a damaged one to count and skip (the reason), or the
+/// end of the audio.
+enum Demuxed {
+    Packet(Packet),
+    Damaged(String),
+    End,
+}
+
+/// The next packet; `decoded_audio` says whether audio was decoded already, in which case a
+/// demuxer failure ends the audio instead of failing the upload.
+fn next_packet(format: &mut dyn FormatReader, decoded_audio: bool) -> Result<Demuxed, AudioError> {
+    match format.next_packet() {
+        Ok(packet) => Ok(Demuxed::Packet(packet)),
+        // End of stream, or of a truncated upload: keep what was decoded.
+        Err(SymphoniaError::IoError(_)) => Ok(Demuxed::End),
+        // A chained stream (new Ogg logical stream) with new parameters: stop at the first.
+        Err(SymphoniaError::ResetRequired) => {
+            tracing::debug!("stream parameters changed mid-file; decoding the first stream only");
+            Ok(Demuxed::End)
         }
-        if channels > usize::from(MAX_CHANNELS) {
-            return Err(AudioError::Unsupported(format!(
-                "{channels} channels; at most {MAX_CHANNELS} are supported"
+        Err(SymphoniaError::DecodeError(message)) => {
+            Ok(Demuxed::Damaged(format!("demuxing: {message}")))
+        }
+        Err(other) if decoded_audio => {
+            tracing::debug!(error = %other, "stopping at a demuxer error after decoding audio");
+            Ok(Demuxed::End)
+        }
+        Err(other) => Err(stream_error(other)),
+    }
+}
+
+/// A decoder error on one packet: `Ok(reason)` when the packet is damaged and may be
+/// skipped (the caller resets the decoder where it asks for it), `Err` when the stream
+/// cannot be decoded at all.
+fn damaged_packet(error: SymphoniaError) -> Result<String, AudioError> {
+    match error {
+        SymphoniaError::DecodeError(message) => Ok(message.to_string()),
+        SymphoniaError::IoError(error) => Ok(format!("packet ends early ({error})")),
+        SymphoniaError::ResetRequired => Ok("decoder reset required".into()),
+        other => Err(stream_error(other)),
+    }
+}
+
+/// Damaged packets skipped so far, failing the upload past `max`.
+struct Damage {
+    count: u32,
+    max: u32,
+    first: Option<String>,
+}
+
+impl Damage {
+    fn new(max: u32) -> Self {
+        Damage {
+            count: 0,
+            max,
+            first: None,
+        }
+    }
+
+    /// Counts one damaged packet; [`AudioError::Corrupt`] once there are more than `max`.
+    fn record(&mut self, reason: String) -> Result<(), AudioError> {
+        self.count += 1;
+        let first = self.first.get_or_insert(reason);
+        if self.count > self.max {
+            return Err(AudioError::Corrupt(format!(
+                "more than {} damaged packets (first: {first})",
+                self.max
             )));
         }
-        check_rate(spec.rate).map_err(AudioError::Unsupported)?;
+        Ok(())
+    }
+}
+
+/// The decoded length of a track: whole frames over their rate (exact), summed over rate
+/// changes, and the samples of all channels (for the per-second sample budget).
+#[derive(Default)]
+struct DecodedLength {
+    seconds: f64,
+    seconds_before_rate_change: f64,
+    frames_at_current_rate: u64,
+    current_rate: u32,
+    channel_samples: f64,
+}
+
+impl DecodedLength {
+    fn add(&mut self, rate: u32, channels: u16, frames: usize) {
+        if self.current_rate != 0 && rate != self.current_rate {
+            self.seconds_before_rate_change +=
+                self.frames_at_current_rate as f64 / f64::from(self.current_rate);
+            self.frames_at_current_rate = 0;
+        }
+        self.current_rate = rate;
+        self.frames_at_current_rate += frames as u64;
+        self.seconds =
+            self.seconds_before_rate_change + self.frames_at_current_rate as f64 / f64::from(rate);
+        self.channel_samples += frames as f64 * f64::from(channels);
+    }
+}
+
+/// Decoded buffers of one track → 16 kHz mono, under the duration and sample limits.
+struct TrackOutput<'a> {
+    limits: &'a Limits,
+    /// The sample budget: `max_samples_per_second` × `max_duration_seconds`.
+    max_channel_samples: f64,
+    /// What the container declares, to size the first allocation.
+    declared_frames: usize,
+    length: DecodedLength,
+    /// Rate and channels of the first non-empty buffer.
+    source: Option<(u32, u16)>,
+    sink: Option<MonoSink>,
+    /// The current buffer downmixed, reused between buffers.
+    mono: Vec<f32>,
+}
+
+impl<'a> TrackOutput<'a> {
+    fn new(limits: &'a Limits, declared_frames: usize) -> Self {
+        TrackOutput {
+            limits,
+            max_channel_samples: f64::from(limits.max_samples_per_second)
+                * limits.max_duration_seconds,
+            declared_frames,
+            length: DecodedLength::default(),
+            source: None,
+            sink: None,
+            mono: Vec::new(),
+        }
+    }
+
+    fn has_audio(&self) -> bool {
+        self.sink.is_some()
+    }
+
+    /// Checks a decoded buffer's layout and the limits, then downmixes and resamples it.
+    fn push(&mut self, decoded: &AudioBufferRef<'_>) -> Result<(), AudioError> {
+        let (rate, channels) = buffer_layout(decoded)?;
         let frames = decoded.frames();
         if frames == 0 {
-            continue;
+            return Ok(());
         }
-        let channels = channels as u16;
-        source.get_or_insert((spec.rate, channels));
-
-        if current_rate != 0 && spec.rate != current_rate {
-            seconds_before_rate_change += frames_at_current_rate as f64 / f64::from(current_rate);
-            frames_at_current_rate = 0;
-        }
-        current_rate = spec.rate;
-        frames_at_current_rate += frames as u64;
-        seconds = seconds_before_rate_change + frames_at_current_rate as f64 / f64::from(spec.rate);
-        channel_samples += frames as f64 * f64::from(channels);
-        if seconds > limits.max_duration_seconds || channel_samples > max_channel_samples {
+        self.source.get_or_insert((rate, channels));
+        self.length.add(rate, channels, frames);
+        if self.length.seconds > self.limits.max_duration_seconds
+            || self.length.channel_samples > self.max_channel_samples
+        {
             return Err(AudioError::TooLong {
-                seconds,
-                limit: limits.effective_max_seconds(spec.rate, channels),
+                seconds: self.length.seconds,
+                limit: self.limits.effective_max_seconds(rate, channels),
             });
         }
+        downmix(decoded, &mut self.mono);
+        let sink = self
+            .sink
+            .get_or_insert_with(|| MonoSink::new(rate, self.declared_frames));
+        sink.switch_rate(rate);
+        sink.push(&self.mono);
+        Ok(())
+    }
 
-        downmix(&decoded, &mut mono);
-        let declared = track
-            .codec_params
-            .n_frames
-            .filter(|&f| f <= MAX_PLAUSIBLE_FRAMES)
-            .unwrap_or(0) as usize;
-        match &mut sink {
-            Some(sink) => sink.switch_rate(spec.rate),
-            None => sink = Some(MonoSink::new(spec.rate, declared)),
+    /// The decoded audio; [`AudioError::Empty`] or [`AudioError::Corrupt`] (naming the first
+    /// damaged packet) when there is none.
+    fn finish(self, damage: &Damage) -> Result<Audio, AudioError> {
+        let (Some((source_rate, source_channels)), Some(sink)) = (self.source, self.sink) else {
+            return Err(match &damage.first {
+                Some(error) => AudioError::Corrupt(format!("no audio could be decoded ({error})")),
+                None => AudioError::Empty,
+            });
+        };
+        if damage.count > 0 {
+            tracing::debug!(errors = damage.count, first = ?damage.first, "skipped damaged packets");
         }
-        sink.as_mut().expect("sink was just set").push(&mono);
+        Ok(Audio {
+            samples: sink.finish(),
+            source_rate,
+            source_channels,
+            duration_seconds: self.length.seconds,
+        })
     }
+}
 
-    let (Some((source_rate, source_channels)), Some(sink)) = (source, sink) else {
-        return Err(match first_error {
-            Some(error) => AudioError::Corrupt(format!("no audio could be decoded ({error})")),
-            None => AudioError::Empty,
-        });
-    };
-    if errors > 0 {
-        tracing::debug!(errors, first = ?first_error, "skipped damaged packets");
+/// A decoded buffer's (rate, channels), checked against what this crate accepts.
+fn buffer_layout(decoded: &AudioBufferRef<'_>) -> Result<(u32, u16), AudioError> {
+    let spec = *decoded.spec();
+    let channels = spec.channels.count();
+    check_channels(channels)?;
+    check_rate(spec.rate).map_err(AudioError::Unsupported)?;
+    Ok((spec.rate, channels as u16))
+}
+
+/// A stream has 1 to [`MAX_CHANNELS`] channels.
+fn check_channels(channels: usize) -> Result<(), AudioError> {
+    if channels == 0 {
+        return Err(AudioError::Corrupt("the stream declares 0 channels".into()));
     }
-    Ok(Audio {
-        samples: sink.finish(),
-        source_rate,
-        source_channels,
-        duration_seconds: seconds,
-    })
+    if channels > usize::from(MAX_CHANNELS) {
+        return Err(AudioError::Unsupported(format!(
+            "{channels} channels; at most {MAX_CHANNELS} are supported"
+        )));
+    }
+    Ok(())
 }
 
 /// Up-front checks on what the container declares, before any decoding work.
@@ -671,13 +516,8 @@ fn check_declared_stream(
 ) -> Result<(), AudioError> {
     let params = &track.codec_params;
     let channels = params.channels.map(|c| c.count());
-    if channels == Some(0) {
-        return Err(AudioError::Corrupt("the stream declares 0 channels".into()));
-    }
-    if let Some(count) = channels.filter(|&c| c > usize::from(MAX_CHANNELS)) {
-        return Err(AudioError::Unsupported(format!(
-            "{count} channels; at most {MAX_CHANNELS} are supported"
-        )));
+    if let Some(count) = channels {
+        check_channels(count)?;
     }
     if let Some(rate) = params.sample_rate {
         check_rate(rate).map_err(AudioError::Unsupported)?;

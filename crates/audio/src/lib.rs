@@ -22,6 +22,7 @@
 pub mod child;
 mod decode;
 mod error;
+mod header_guard;
 mod opus;
 mod resample;
 pub mod vad;
@@ -38,7 +39,18 @@ pub use error::AudioError;
 pub use resample::resample_to_16k;
 
 /// The sample rate of every [`Audio`] this crate returns, and what [`vad`] assumes.
+/// The one definition of the fact: `steno_whisper::mel::SAMPLE_RATE` derives from it.
 pub const SAMPLE_RATE: u32 = 16_000;
+
+/// Default largest upload in bytes: 25 MiB, the limit of OpenAI's audio endpoints
+/// (`Limits::default().max_bytes`).
+pub const MAX_UPLOAD_BYTES: usize = 25 * 1024 * 1024;
+
+/// Duration in seconds of `samples` mono samples at [`SAMPLE_RATE`] (what every [`Audio`]
+/// holds).
+pub fn seconds(samples: usize) -> f64 {
+    samples as f64 / f64::from(SAMPLE_RATE)
+}
 
 /// Lowest source sample rate accepted (Hz); below this a header is nonsense.
 pub const MIN_SOURCE_RATE: u32 = 1_000;
@@ -64,8 +76,8 @@ pub struct Audio {
 /// decoding, so a hostile file fails fast with a typed [`AudioError`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
-    /// Largest accepted upload in bytes ([`AudioError::TooLarge`] above). Default 25 MiB,
-    /// OpenAI's limit.
+    /// Largest accepted upload in bytes ([`AudioError::TooLarge`] above). Default
+    /// [`MAX_UPLOAD_BYTES`] (25 MiB, OpenAI's limit).
     pub max_bytes: usize,
     /// Longest accepted audio in seconds ([`AudioError::TooLong`] above). Checked against the
     /// declared length up front where the container has one, and against decoded samples as
@@ -85,7 +97,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_bytes: 26_214_400,
+            max_bytes: MAX_UPLOAD_BYTES,
             max_duration_seconds: 3.0 * 3600.0,
             max_samples_per_second: 96_000,
             max_decode_errors: 100,

@@ -496,113 +496,134 @@ fn count_layers(model: &Ct2Model, scope: &str) -> usize {
 
 /// The CTranslate2 → canonical plan for a Whisper spec with these layer counts.
 fn whisper_plan(encoder_layers: usize, decoder_layers: usize) -> Vec<Source> {
-    let mut plan = Vec::new();
-    let mut whole = |ct2: String, canonical: String| {
-        plan.push(Source {
-            ct2,
-            parts: 1,
-            pieces: vec![Piece { canonical, part: 0 }],
-        })
-    };
-    for conv in ["conv1", "conv2"] {
-        for p in ["weight", "bias"] {
-            whole(format!("encoder/{conv}/{p}"), format!("encoder.{conv}.{p}"));
-        }
+    let mut plan = Plan::default();
+    plan.model_tensors();
+    for i in 0..encoder_layers {
+        plan.layer("encoder", i, false);
     }
-    whole(
-        "encoder/position_encodings/encodings".into(),
-        "encoder.positional_embedding".into(),
-    );
-    whole(
-        "decoder/embeddings/weight".into(),
-        "decoder.token_embedding.weight".into(),
-    );
-    whole(
-        "decoder/position_encodings/encodings".into(),
-        "decoder.positional_embedding".into(),
-    );
-    for (ct2, canonical) in [("encoder", "encoder.ln_post"), ("decoder", "decoder.ln")] {
-        whole(
-            format!("{ct2}/layer_norm/gamma"),
-            format!("{canonical}.weight"),
+    for i in 0..decoder_layers {
+        plan.layer("decoder", i, true);
+    }
+    plan.0
+}
+
+/// A plan under construction, in the order its sources are resolved (and so the order in
+/// which a missing variable is reported).
+#[derive(Default)]
+struct Plan(Vec<Source>);
+
+impl Plan {
+    /// The tensors outside the residual blocks: convolutions, embeddings, final norms.
+    fn model_tensors(&mut self) {
+        for conv in ["conv1", "conv2"] {
+            self.linear(&format!("encoder/{conv}"), &format!("encoder.{conv}"));
+        }
+        self.whole(
+            "encoder/position_encodings/encodings".into(),
+            "encoder.positional_embedding".into(),
         );
-        whole(
-            format!("{ct2}/layer_norm/beta"),
-            format!("{canonical}.bias"),
+        self.whole(
+            "decoder/embeddings/weight".into(),
+            "decoder.token_embedding.weight".into(),
         );
+        self.whole(
+            "decoder/position_encodings/encodings".into(),
+            "decoder.positional_embedding".into(),
+        );
+        self.norm("encoder/layer_norm", "encoder.ln_post");
+        self.norm("decoder/layer_norm", "decoder.ln");
     }
 
-    let mut layer = |scope: &str, i: usize, cross: bool| {
+    /// Residual block `i` of `scope` (`encoder` or `decoder`); decoder blocks (`cross`)
+    /// also attend to the audio.
+    fn layer(&mut self, scope: &str, i: usize, cross: bool) {
         let c = format!("{scope}/layer_{i}");
         let o = format!("{scope}.blocks.{i}");
-        let mut whole = |ct2: String, canonical: String| {
-            plan.push(Source {
-                ct2,
-                parts: 1,
-                pieces: vec![Piece { canonical, part: 0 }],
-            })
-        };
-        let mut norm = |ct2: &str, canonical: &str| {
-            whole(
-                format!("{c}/{ct2}/gamma"),
-                format!("{o}.{canonical}.weight"),
+        self.norm(
+            &format!("{c}/self_attention/layer_norm"),
+            &format!("{o}.attn_ln"),
+        );
+        self.norm(&format!("{c}/ffn/layer_norm"), &format!("{o}.mlp_ln"));
+        if cross {
+            self.norm(
+                &format!("{c}/attention/layer_norm"),
+                &format!("{o}.cross_attn_ln"),
             );
-            whole(format!("{c}/{ct2}/beta"), format!("{o}.{canonical}.bias"));
-        };
-        norm("self_attention/layer_norm", "attn_ln");
-        norm("ffn/layer_norm", "mlp_ln");
-        if cross {
-            norm("attention/layer_norm", "cross_attn_ln");
         }
-        let mut linear = |ct2: &str, canonical: &str| {
-            for p in ["weight", "bias"] {
-                whole(format!("{c}/{ct2}/{p}"), format!("{o}.{canonical}.{p}"));
-            }
-        };
-        linear("self_attention/linear_1", "attn.out");
-        linear("ffn/linear_0", "mlp.0");
-        linear("ffn/linear_1", "mlp.2");
+        self.linear(
+            &format!("{c}/self_attention/linear_1"),
+            &format!("{o}.attn.out"),
+        );
+        self.linear(&format!("{c}/ffn/linear_0"), &format!("{o}.mlp.0"));
+        self.linear(&format!("{c}/ffn/linear_1"), &format!("{o}.mlp.2"));
         if cross {
-            linear("attention/linear_0", "cross_attn.query");
-            linear("attention/linear_2", "cross_attn.out");
+            self.linear(
+                &format!("{c}/attention/linear_0"),
+                &format!("{o}.cross_attn.query"),
+            );
+            self.linear(
+                &format!("{c}/attention/linear_2"),
+                &format!("{o}.cross_attn.out"),
+            );
         }
-        // Fused projections. Whisper's key projection has no bias: the fused bias carries
-        // zeros there, which we drop.
-        let mut fused = |ct2: &str, attn: &str, names: &[&str]| {
-            let parts = names.len();
-            for p in ["weight", "bias"] {
-                let pieces = names
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, n)| p == "weight" || **n != "key")
-                    .map(|(part, n)| Piece {
-                        canonical: format!("{o}.{attn}.{n}.{p}"),
-                        part,
-                    })
-                    .collect();
-                plan.push(Source {
-                    ct2: format!("{c}/{ct2}/{p}"),
-                    parts,
-                    pieces,
-                });
-            }
-        };
-        fused(
-            "self_attention/linear_0",
-            "attn",
+        self.fused(
+            &format!("{c}/self_attention/linear_0"),
+            &format!("{o}.attn"),
             &["query", "key", "value"],
         );
         if cross {
-            fused("attention/linear_1", "cross_attn", &["key", "value"]);
+            self.fused(
+                &format!("{c}/attention/linear_1"),
+                &format!("{o}.cross_attn"),
+                &["key", "value"],
+            );
         }
-    };
-    for i in 0..encoder_layers {
-        layer("encoder", i, false);
     }
-    for i in 0..decoder_layers {
-        layer("decoder", i, true);
+
+    /// All of the variable `ct2` is the tensor `canonical`.
+    fn whole(&mut self, ct2: String, canonical: String) {
+        self.0.push(Source {
+            ct2,
+            parts: 1,
+            pieces: vec![Piece { canonical, part: 0 }],
+        });
     }
-    plan
+
+    /// A layer norm: CTranslate2's `gamma` and `beta` are `weight` and `bias`.
+    fn norm(&mut self, ct2: &str, canonical: &str) {
+        self.whole(format!("{ct2}/gamma"), format!("{canonical}.weight"));
+        self.whole(format!("{ct2}/beta"), format!("{canonical}.bias"));
+    }
+
+    /// A linear (or convolution) layer's `weight` and `bias`, under the same names.
+    fn linear(&mut self, ct2: &str, canonical: &str) {
+        for p in ["weight", "bias"] {
+            self.whole(format!("{ct2}/{p}"), format!("{canonical}.{p}"));
+        }
+    }
+
+    /// A fused projection: equal row blocks of `ct2`'s weight and bias are the projections
+    /// `names` of `attn`. Whisper's key projection has no bias: the fused bias carries
+    /// zeros there, which we drop.
+    fn fused(&mut self, ct2: &str, attn: &str, names: &[&str]) {
+        let parts = names.len();
+        for p in ["weight", "bias"] {
+            let pieces = names
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| p == "weight" || **n != "key")
+                .map(|(part, n)| Piece {
+                    canonical: format!("{attn}.{n}.{p}"),
+                    part,
+                })
+                .collect();
+            self.0.push(Source {
+                ct2: format!("{ct2}/{p}"),
+                parts,
+                pieces,
+            });
+        }
+    }
 }
 
 /// Turns a CTranslate2 Whisper model into canonical tensors (`encoder.conv1.weight`,
@@ -795,6 +816,58 @@ fn dequantize(raw: &RawTensor, scale: &RawTensor) -> std::result::Result<HostTen
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    #[test]
+    fn plan_covers_every_block_tensor_once() {
+        let plan = whisper_plan(1, 2);
+        // 11 model tensors; an encoder block 12 sources, a decoder block 20.
+        assert_eq!(plan.len(), 11 + 12 + 2 * 20);
+        let canonical: Vec<&str> = plan
+            .iter()
+            .flat_map(|s| s.pieces.iter().map(|p| p.canonical.as_str()))
+            .collect();
+        let unique: std::collections::HashSet<&str> = canonical.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            canonical.len(),
+            "a canonical name planned twice"
+        );
+        for name in [
+            "encoder.conv2.bias",
+            "encoder.ln_post.weight",
+            "decoder.ln.bias",
+            "encoder.blocks.0.attn.value.bias",
+            "decoder.blocks.1.cross_attn_ln.weight",
+            "decoder.blocks.1.cross_attn.key.weight",
+            "decoder.blocks.1.mlp.2.weight",
+        ] {
+            assert!(unique.contains(name), "{name} not planned");
+        }
+        // Whisper's key projections have no bias; cross-attention only in the decoder.
+        assert!(!unique.contains("encoder.blocks.0.attn.key.bias"));
+        assert!(!unique.contains("decoder.blocks.0.cross_attn.key.bias"));
+        assert!(!unique
+            .iter()
+            .any(|n| n.starts_with("encoder.blocks.0.cross_attn")));
+        let qkv = plan
+            .iter()
+            .find(|s| s.ct2 == "decoder/layer_1/self_attention/linear_0/weight")
+            .unwrap();
+        assert_eq!(qkv.parts, 3);
+        let parts: Vec<(&str, usize)> = qkv
+            .pieces
+            .iter()
+            .map(|p| (p.canonical.as_str(), p.part))
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                ("decoder.blocks.1.attn.query.weight", 0),
+                ("decoder.blocks.1.attn.key.weight", 1),
+                ("decoder.blocks.1.attn.value.weight", 2),
+            ]
+        );
+    }
 
     /// Writes a `model.bin` of binary version 6, as CTranslate2's `_serialize` does.
     struct Writer(Vec<u8>);

@@ -24,8 +24,9 @@ use std::sync::Arc;
 use rustfft::num_complex::Complex32;
 use rustfft::{Fft, FftPlanner};
 
-/// Sample rate Whisper expects (Hz).
-pub const SAMPLE_RATE: usize = 16_000;
+/// Sample rate Whisper expects (Hz): the rate steno-audio decodes every upload to, defined
+/// once there (`usize` here because mel arithmetic indexes sample buffers).
+pub const SAMPLE_RATE: usize = steno_audio::SAMPLE_RATE as usize;
 /// STFT window length in samples (25 ms).
 pub const N_FFT: usize = 400;
 /// STFT hop in samples (10 ms).

@@ -127,7 +127,7 @@ pub const LANGUAGES: &[(&str, &str)] = &[
 ];
 
 /// Other English names OpenAI's Whisper accepts for a language, as (alias, code).
-pub const LANGUAGE_ALIASES: &[(&str, &str)] = &[
+const LANGUAGE_ALIASES: &[(&str, &str)] = &[
     ("burmese", "my"),
     ("valencian", "ca"),
     ("flemish", "nl"),
@@ -241,6 +241,169 @@ fn tokenizer_err(detail: impl fmt::Display) -> WhisperError {
     WhisperError::Tokenizer(detail.to_string())
 }
 
+/// Whether a vocabulary of `n_vocab` entries is multilingual, and how many languages it
+/// has: multilingual iff `n_vocab >= 51865`, with `n_vocab - 51765 - multilingual`
+/// languages (99, or 100 for large-v3).
+fn vocabulary_languages(n_vocab: usize) -> Result<(bool, usize)> {
+    let multilingual = n_vocab >= 51865;
+    let num_languages = n_vocab
+        .checked_sub(51765 + usize::from(multilingual))
+        .filter(|n| (1..=LANGUAGES.len()).contains(n))
+        .ok_or_else(|| tokenizer_err(format!("n_vocab {n_vocab} is not a Whisper vocabulary")))?;
+    Ok((multilingual, num_languages))
+}
+
+/// Takes the added (special) tokens out of a parsed tokenizer.json and keeps just the BPE
+/// model for encoding, so that encoding never yields a control token. Returns the added
+/// tokens as (text, id) in file order, and the BPE tokenizer.
+fn split_added_tokens(
+    value: &mut serde_json::Value,
+) -> Result<(Vec<(String, u32)>, tokenizers::Tokenizer)> {
+    let obj = value
+        .as_object_mut()
+        .ok_or_else(|| tokenizer_err("tokenizer.json is not a JSON object"))?;
+    let mut added = Vec::new();
+    if let Some(list) = obj.get("added_tokens").and_then(|a| a.as_array()) {
+        for token in list {
+            let id = token.get("id").and_then(|v| v.as_u64());
+            let content = token.get("content").and_then(|v| v.as_str());
+            let (Some(id), Some(content)) = (id, content) else {
+                return Err(tokenizer_err("malformed entry in added_tokens"));
+            };
+            let id = u32::try_from(id).map_err(|_| tokenizer_err("token id out of range"))?;
+            added.push((content.to_owned(), id));
+        }
+    }
+    obj.insert("added_tokens".into(), serde_json::Value::Array(Vec::new()));
+    for key in ["post_processor", "truncation", "padding", "normalizer"] {
+        obj.insert(key.into(), serde_json::Value::Null);
+    }
+    let bpe = serde_json::from_value(value.take())
+        .map_err(|e| tokenizer_err(format!("invalid tokenizer.json: {e}")))?;
+    Ok((added, bpe))
+}
+
+/// Token ids by their text: the tokenizer.json's added tokens first (the last entry of a
+/// repeated text wins), then the BPE vocabulary.
+struct Vocabulary<'a> {
+    added: HashMap<&'a str, u32>,
+    bpe: &'a tokenizers::Tokenizer,
+}
+
+impl<'a> Vocabulary<'a> {
+    fn new(added: &'a [(String, u32)], bpe: &'a tokenizers::Tokenizer) -> Self {
+        let added = added
+            .iter()
+            .map(|(name, id)| (name.as_str(), *id))
+            .collect();
+        Vocabulary { added, bpe }
+    }
+
+    fn lookup(&self, name: &str) -> Option<u32> {
+        self.added
+            .get(name)
+            .copied()
+            .or_else(|| self.bpe.token_to_id(name))
+    }
+
+    fn require(&self, name: &str) -> Result<u32> {
+        self.lookup(name)
+            .ok_or_else(|| tokenizer_err(format!("vocabulary lacks {name}")))
+    }
+
+    /// The tokens of the first `num_languages` of [`LANGUAGES`], in that order.
+    fn language_tokens(&self, num_languages: usize) -> Result<Vec<u32>> {
+        LANGUAGES[..num_languages]
+            .iter()
+            .map(|(code, _)| {
+                // Hugging Face's English-only vocabularies spell Hebrew's token `<|iw|>`.
+                let legacy = match *code {
+                    "he" => self.lookup("<|iw|>"),
+                    _ => None,
+                };
+                self.lookup(&format!("<|{code}|>"))
+                    .or(legacy)
+                    .ok_or_else(|| tokenizer_err(format!("vocabulary lacks <|{code}|>")))
+            })
+            .collect()
+    }
+}
+
+/// The control tokens that steer decoding, resolved by name.
+struct SpecialTokens {
+    sot: u32,
+    eot: u32,
+    transcribe: u32,
+    translate: u32,
+    sot_lm: u32,
+    sot_prev: u32,
+    no_speech: u32,
+    no_timestamps: u32,
+    timestamp_begin: u32,
+}
+
+impl SpecialTokens {
+    /// Resolves every control token in `vocabulary`, and checks that the timestamp tokens
+    /// end the vocabulary of a model with `n_vocab` entries.
+    fn resolve(vocabulary: &Vocabulary<'_>, n_vocab: usize) -> Result<Self> {
+        let require = |name: &str| vocabulary.require(name);
+        let eot = require("<|endoftext|>")?;
+        let sot = require("<|startoftranscript|>")?;
+        let transcribe = require("<|transcribe|>")?;
+        let translate = require("<|translate|>")?;
+        let sot_lm = require("<|startoflm|>")?;
+        let sot_prev = require("<|startofprev|>")?;
+        let no_speech = vocabulary
+            .lookup("<|nospeech|>")
+            .or_else(|| vocabulary.lookup("<|nocaptions|>"))
+            .ok_or_else(|| tokenizer_err("vocabulary lacks <|nospeech|> and <|nocaptions|>"))?;
+        let no_timestamps = require("<|notimestamps|>")?;
+        let timestamp_begin = vocabulary.lookup("<|0.00|>").unwrap_or(no_timestamps + 1);
+        if timestamp_begin as usize + N_TIMESTAMPS != n_vocab {
+            return Err(tokenizer_err(format!(
+                "timestamp tokens start at {timestamp_begin}, which does not fit a model \
+                 with n_vocab {n_vocab} (wrong tokenizer.json for this model?)"
+            )));
+        }
+        Ok(SpecialTokens {
+            sot,
+            eot,
+            transcribe,
+            translate,
+            sot_lm,
+            sot_prev,
+            no_speech,
+            no_timestamps,
+            timestamp_begin,
+        })
+    }
+}
+
+/// The bytes of each text token `0..eot`, mapped back from GPT-2's printable stand-ins
+/// (characters outside that alphabet are kept as their UTF-8).
+fn text_token_bytes(bpe: &tokenizers::Tokenizer, eot: u32) -> Vec<Vec<u8>> {
+    let decoder = byte_decoder();
+    (0..eot)
+        .map(|id| {
+            bpe.id_to_token(id)
+                .map(|token| {
+                    let mut bytes = Vec::with_capacity(token.len());
+                    for c in token.chars() {
+                        match decoder.get(&c) {
+                            Some(b) => bytes.push(*b),
+                            None => {
+                                let mut buf = [0u8; 4];
+                                bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                            }
+                        }
+                    }
+                    bytes
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 /// Whisper's tokenizer for one model's vocabulary.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -249,8 +412,6 @@ pub struct Tokenizer {
     bpe: tokenizers::Tokenizer,
     /// Bytes of each text token, indexed by id; ids `0..eot`.
     token_bytes: Vec<Vec<u8>>,
-    /// Special tokens of the tokenizer.json by name.
-    special_by_name: HashMap<String, u32>,
     /// Names of the special tokens (ids >= eot) that the tokenizer.json lists.
     special_by_id: HashMap<u32, String>,
     n_vocab: usize,
@@ -299,114 +460,35 @@ impl Tokenizer {
     }
 
     /// Like [`Tokenizer::from_file`], from the contents of a tokenizer.json.
-    pub fn from_json_bytes(json: &[u8], n_vocab: usize) -> Result<Self> {
+    fn from_json_bytes(json: &[u8], n_vocab: usize) -> Result<Self> {
         let mut value: serde_json::Value = serde_json::from_slice(json)
             .map_err(|e| tokenizer_err(format!("invalid tokenizer.json: {e}")))?;
         Self::from_json_value(&mut value, n_vocab)
     }
 
+    /// Builds the tokenizer from a parsed tokenizer.json (taken apart in the process): the
+    /// BPE model for text, then every control token resolved by name.
     fn from_json_value(value: &mut serde_json::Value, n_vocab: usize) -> Result<Self> {
-        let multilingual = n_vocab >= 51865;
-        let num_languages = n_vocab
-            .checked_sub(51765 + usize::from(multilingual))
-            .filter(|n| (1..=LANGUAGES.len()).contains(n))
-            .ok_or_else(|| {
-                tokenizer_err(format!("n_vocab {n_vocab} is not a Whisper vocabulary"))
-            })?;
-
-        let obj = value
-            .as_object_mut()
-            .ok_or_else(|| tokenizer_err("tokenizer.json is not a JSON object"))?;
-
-        // Take the added (special) tokens out; keep just the BPE model for encoding.
-        let mut special_by_name = HashMap::new();
-        let mut special_by_id = HashMap::new();
-        if let Some(added) = obj.get("added_tokens").and_then(|a| a.as_array()) {
-            for token in added {
-                let id = token.get("id").and_then(|v| v.as_u64());
-                let content = token.get("content").and_then(|v| v.as_str());
-                let (Some(id), Some(content)) = (id, content) else {
-                    return Err(tokenizer_err("malformed entry in added_tokens"));
-                };
-                let id = u32::try_from(id).map_err(|_| tokenizer_err("token id out of range"))?;
-                special_by_name.insert(content.to_owned(), id);
-                special_by_id.insert(id, content.to_owned());
-            }
-        }
-        obj.insert("added_tokens".into(), serde_json::Value::Array(Vec::new()));
-        for key in ["post_processor", "truncation", "padding", "normalizer"] {
-            obj.insert(key.into(), serde_json::Value::Null);
-        }
-        let bpe: tokenizers::Tokenizer = serde_json::from_value(value.take())
-            .map_err(|e| tokenizer_err(format!("invalid tokenizer.json: {e}")))?;
-
-        let lookup = |name: &str| -> Option<u32> {
-            special_by_name
-                .get(name)
-                .copied()
-                .or_else(|| bpe.token_to_id(name))
-        };
-        let require = |name: &str| -> Result<u32> {
-            lookup(name).ok_or_else(|| tokenizer_err(format!("vocabulary lacks {name}")))
-        };
-
-        let eot = require("<|endoftext|>")?;
-        let sot = require("<|startoftranscript|>")?;
-        let transcribe = require("<|transcribe|>")?;
-        let translate = require("<|translate|>")?;
-        let sot_lm = require("<|startoflm|>")?;
-        let sot_prev = require("<|startofprev|>")?;
-        let no_speech = lookup("<|nospeech|>")
-            .or_else(|| lookup("<|nocaptions|>"))
-            .ok_or_else(|| tokenizer_err("vocabulary lacks <|nospeech|> and <|nocaptions|>"))?;
-        let no_timestamps = require("<|notimestamps|>")?;
-        let timestamp_begin = lookup("<|0.00|>").unwrap_or(no_timestamps + 1);
-        if timestamp_begin as usize + N_TIMESTAMPS != n_vocab {
-            return Err(tokenizer_err(format!(
-                "timestamp tokens start at {timestamp_begin}, which does not fit a model \
-                 with n_vocab {n_vocab} (wrong tokenizer.json for this model?)"
-            )));
-        }
-
-        // Hugging Face's English-only vocabularies spell Hebrew's token `<|iw|>`.
-        let language_tokens = LANGUAGES[..num_languages]
-            .iter()
-            .map(|(code, _)| {
-                let legacy = match *code {
-                    "he" => lookup("<|iw|>"),
-                    _ => None,
-                };
-                lookup(&format!("<|{code}|>"))
-                    .or(legacy)
-                    .ok_or_else(|| tokenizer_err(format!("vocabulary lacks <|{code}|>")))
-            })
-            .collect::<Result<Vec<u32>>>()?;
-
-        let decoder = byte_decoder();
-        let token_bytes = (0..eot)
-            .map(|id| {
-                bpe.id_to_token(id)
-                    .map(|token| {
-                        let mut bytes = Vec::with_capacity(token.len());
-                        for c in token.chars() {
-                            match decoder.get(&c) {
-                                Some(b) => bytes.push(*b),
-                                None => {
-                                    let mut buf = [0u8; 4];
-                                    bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                                }
-                            }
-                        }
-                        bytes
-                    })
-                    .unwrap_or_default()
-            })
-            .collect();
-
+        let (multilingual, num_languages) = vocabulary_languages(n_vocab)?;
+        let (added, bpe) = split_added_tokens(value)?;
+        let vocabulary = Vocabulary::new(&added, &bpe);
+        let SpecialTokens {
+            sot,
+            eot,
+            transcribe,
+            translate,
+            sot_lm,
+            sot_prev,
+            no_speech,
+            no_timestamps,
+            timestamp_begin,
+        } = SpecialTokens::resolve(&vocabulary, n_vocab)?;
+        let language_tokens = vocabulary.language_tokens(num_languages)?;
+        let token_bytes = text_token_bytes(&bpe, eot);
+        let special_by_id = added.into_iter().map(|(name, id)| (id, name)).collect();
         let mut tokenizer = Tokenizer {
             bpe,
             token_bytes,
-            special_by_name,
             special_by_id,
             n_vocab,
             multilingual,
@@ -471,21 +553,16 @@ impl Tokenizer {
         self.timestamp_begin
     }
     /// `<|30.00|>`, the last timestamp token.
-    pub fn timestamp_end(&self) -> u32 {
+    fn timestamp_end(&self) -> u32 {
         self.timestamp_begin + (N_TIMESTAMPS as u32 - 1)
     }
-    pub fn is_timestamp(&self, token: u32) -> bool {
+    fn is_timestamp(&self, token: u32) -> bool {
         (self.timestamp_begin..=self.timestamp_end()).contains(&token)
     }
     /// The time a timestamp token stands for, in seconds.
-    pub fn timestamp_seconds(&self, token: u32) -> Option<f64> {
+    fn timestamp_seconds(&self, token: u32) -> Option<f64> {
         self.is_timestamp(token)
             .then(|| f64::from(token - self.timestamp_begin) * TIME_PRECISION)
-    }
-    /// The id of a special token listed in the tokenizer.json, by its text
-    /// (`"<|startoftranscript|>"`).
-    pub fn special_token(&self, name: &str) -> Option<u32> {
-        self.special_by_name.get(name).copied()
     }
 
     /// The token of a language the model knows, given its code, name or alias.
@@ -549,7 +626,8 @@ impl Tokenizer {
     }
 
     /// [`Tokenizer::sot_sequence`] followed by `<|notimestamps|>`.
-    pub fn sot_sequence_including_notimestamps(
+    #[cfg(test)]
+    fn sot_sequence_including_notimestamps(
         &self,
         language: Option<&str>,
         task: Task,
@@ -586,7 +664,7 @@ impl Tokenizer {
 
     /// Like [`Tokenizer::decode`], but special tokens appear as their text and timestamp
     /// tokens as `<|1.08|>`.
-    pub fn decode_with_timestamps(&self, tokens: &[u32]) -> String {
+    fn decode_with_timestamps(&self, tokens: &[u32]) -> String {
         let mut bytes = Vec::new();
         for &t in tokens {
             if t < self.eot {
@@ -680,7 +758,7 @@ impl Tokenizer {
 
     /// Groups tokens into the shortest runs that decode to whole characters. Trailing
     /// tokens that never complete a character are dropped, as OpenAI does.
-    pub fn split_tokens_on_unicode(&self, tokens: &[u32]) -> (Vec<String>, Vec<Vec<u32>>) {
+    fn split_tokens_on_unicode(&self, tokens: &[u32]) -> (Vec<String>, Vec<Vec<u32>>) {
         const REPLACEMENT: char = '\u{FFFD}';
         let decoded_full: Vec<char> = self.decode_with_timestamps(tokens).chars().collect();
         let mut words = Vec::new();
@@ -706,7 +784,7 @@ impl Tokenizer {
 
     /// Groups tokens into words: a new word starts at a special token, a subword that
     /// starts with a space, or punctuation.
-    pub fn split_tokens_on_spaces(&self, tokens: &[u32]) -> (Vec<String>, Vec<Vec<u32>>) {
+    fn split_tokens_on_spaces(&self, tokens: &[u32]) -> (Vec<String>, Vec<Vec<u32>>) {
         let (subwords, subword_tokens) = self.split_tokens_on_unicode(tokens);
         let mut words: Vec<String> = Vec::new();
         let mut word_tokens: Vec<Vec<u32>> = Vec::new();
