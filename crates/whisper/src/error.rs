@@ -34,6 +34,10 @@ pub enum WhisperError {
     InvalidOption(String),
     #[error("MLX: {0}")]
     Mlx(String),
+    /// The scheduler's own bookkeeping broke (a bug): the jobs involved fail instead
+    /// of the worker thread panicking.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<mlx_rs::error::Exception> for WhisperError {

@@ -9,23 +9,26 @@
 pub mod config;
 pub mod ct2;
 pub mod decoding;
+mod encode;
 pub mod error;
 pub mod hub;
 pub mod load;
+pub mod longform;
 pub mod mel;
 pub mod model;
 pub mod runtime;
+pub mod scheduler;
 pub mod timing;
 pub mod tokenizer;
 pub mod transcribe;
+pub mod transcript;
 
 pub use error::{Result, WhisperError};
 pub use load::LoadOptions;
+pub use scheduler::{JobEvent, JobId, Scheduler, StageTimings};
 pub use tokenizer::Task;
-pub use transcribe::{
-    JobEvent, JobId, Mode, Scheduler, Segment, StageTimings, TokenLogprob, TranscribeOptions,
-    Transcript,
-};
+pub use transcribe::{Mode, TranscribeOptions};
+pub use transcript::{Segment, TokenLogprob, Transcript};
 
 /// A loaded model with everything needed to transcribe with it.
 pub struct Whisper {

@@ -37,6 +37,21 @@ pub const CHUNK_SECONDS: usize = 30;
 pub const N_SAMPLES: usize = CHUNK_SECONDS * SAMPLE_RATE;
 /// Mel frames in one decoding window.
 pub const N_FRAMES: usize = N_SAMPLES / HOP_LENGTH;
+/// Mel frames per second of audio (100: one every 10 ms).
+pub const FRAMES_PER_SECOND: usize = SAMPLE_RATE / HOP_LENGTH;
+/// Mel frames per audio-context position: the encoder's second convolution has stride 2,
+/// so one encoder output (and one timestamp token step) covers 2 frames, 20 ms.
+pub const INPUT_STRIDE: usize = 2;
+
+/// Seconds of audio covered by `frames` mel frames.
+pub fn frames_to_seconds(frames: usize) -> f64 {
+    frames as f64 * HOP_LENGTH as f64 / SAMPLE_RATE as f64
+}
+
+/// Mel frames in `seconds` of audio, rounded to the nearest frame (negative: 0).
+pub fn seconds_to_frames(seconds: f64) -> usize {
+    (seconds * FRAMES_PER_SECOND as f64).round() as usize
+}
 
 /// Number of FFT bins of a real `N_FFT`-point transform (`N_FFT / 2 + 1`).
 pub const N_FREQS: usize = N_FFT / 2 + 1;
@@ -71,7 +86,7 @@ impl Mel {
 
     /// Duration covered by the frames, in seconds (`n_frames * HOP_LENGTH / SAMPLE_RATE`).
     pub fn duration_seconds(&self) -> f64 {
-        (self.n_frames * HOP_LENGTH) as f64 / SAMPLE_RATE as f64
+        frames_to_seconds(self.n_frames)
     }
 }
 

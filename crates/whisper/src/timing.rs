@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::decoding::AudioFeatures;
 use crate::error::{Result, WhisperError};
 use crate::mel::{HOP_LENGTH, SAMPLE_RATE};
-use crate::transcribe::Segment;
+use crate::transcript::Segment;
 use crate::Whisper;
 
 /// Audio-context positions per second (each encoder output position covers 20 ms).
