@@ -1,9 +1,9 @@
 //! The small synchronous interface between the worker loop and the model, so that
 //! scheduling is testable with a scripted backend. [`WhisperBackend`] is the real one.
 
-use steno_whisper::runtime::MemoryStats;
 use steno_whisper::{
     JobEvent, JobId, Scheduler, Segment, StageTimings, TokenLogprob, TranscribeOptions, Whisper,
+    WhisperError,
 };
 
 /// What one scheduling round did.
@@ -24,7 +24,7 @@ pub trait Backend {
         id: JobId,
         samples: &[f32],
         options: TranscribeOptions,
-    ) -> Result<(), String>;
+    ) -> Result<(), WhisperError>;
     /// Forgets a job and frees its rows before the next step.
     fn cancel(&mut self, id: JobId);
     /// Admits waiting windows and advances every active row by one token. Failures
@@ -32,9 +32,8 @@ pub trait Backend {
     fn step(&mut self) -> StepReport;
     fn is_idle(&self) -> bool;
     /// Windows waiting for a decoder row.
-    fn waiting_rows(&self) -> usize;
+    fn waiting_windows(&self) -> usize;
     fn token_logprobs(&self, segments: &[Segment]) -> Vec<TokenLogprob>;
-    fn memory(&self) -> MemoryStats;
 }
 
 pub struct WhisperBackend {
@@ -57,10 +56,8 @@ impl Backend for WhisperBackend {
         id: JobId,
         samples: &[f32],
         options: TranscribeOptions,
-    ) -> Result<(), String> {
-        self.scheduler
-            .submit(&self.whisper, id, samples, options)
-            .map_err(|e| e.to_string())
+    ) -> Result<(), WhisperError> {
+        self.scheduler.submit(&self.whisper, id, samples, options)
     }
 
     fn cancel(&mut self, id: JobId) {
@@ -101,15 +98,11 @@ impl Backend for WhisperBackend {
         self.scheduler.is_idle()
     }
 
-    fn waiting_rows(&self) -> usize {
+    fn waiting_windows(&self) -> usize {
         self.scheduler.waiting_windows()
     }
 
     fn token_logprobs(&self, segments: &[Segment]) -> Vec<TokenLogprob> {
         self.whisper.token_logprobs(segments)
-    }
-
-    fn memory(&self) -> MemoryStats {
-        steno_whisper::runtime::memory()
     }
 }

@@ -10,7 +10,10 @@
 //! the next step.
 
 mod backend;
+mod error;
 pub mod metrics;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,28 +22,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use backend::{Backend, StepReport, WhisperBackend};
+pub use error::{EngineError, LoadError, StartError};
 pub use metrics::Metrics;
+use steno_whisper::runtime::MemoryStats;
 use steno_whisper::{TokenLogprob, TranscribeOptions, Transcript};
 use tokio::sync::{mpsc, oneshot, watch};
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum EngineError {
-    #[error("the server is at capacity; retry later")]
-    Overloaded,
-    #[error("the server is shutting down or not ready")]
-    Unavailable,
-    #[error("{0}")]
-    InvalidRequest(String),
-    #[error("the model `{0}` is not available: it failed to load")]
-    ModelUnavailable(String),
-    #[error("the request took longer than its deadline")]
-    DeadlineExceeded,
-    #[error("transcription failed: {0}")]
-    Internal(String),
-}
-
 /// Loads a model by its configured id, on the worker thread.
-pub type Loader = Box<dyn FnMut(&str) -> Result<Box<dyn Backend>, String> + Send>;
+pub type Loader = Box<dyn FnMut(&str) -> Result<Box<dyn Backend>, LoadError> + Send>;
+
+/// Reads MLX's memory counters. They are process-wide (every model's arrays and the
+/// cache together), so the engine reads them once, not through a model.
+pub type MemoryReader = fn() -> MemoryStats;
 
 /// A transcription request as the worker sees it: plain data, no MLX types.
 pub struct Request {
@@ -99,12 +92,6 @@ impl ReplyReceiver {
     pub fn aborted(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         wait_for_abort(self.aborted.clone())
     }
-
-    /// The worker's answer, for a thread outside the runtime; `Err` if the worker
-    /// dropped the job unanswered.
-    pub fn blocking_recv(self) -> Result<Result<Reply, EngineError>, oneshot::error::RecvError> {
-        self.reply.blocking_recv()
-    }
 }
 
 async fn wait_for_abort(mut aborted: watch::Receiver<bool>) {
@@ -125,6 +112,9 @@ pub struct EngineConfig {
     /// Bytes of MLX memory the resident models may take; idle non-default models
     /// are unloaded, least recently used first, to stay under it.
     pub max_model_bytes: Option<u64>,
+    /// How the worker reads MLX memory (model sizes, the memory gauges); tests
+    /// script it.
+    pub read_memory: MemoryReader,
 }
 
 impl Default for EngineConfig {
@@ -134,6 +124,7 @@ impl Default for EngineConfig {
             max_jobs: 64,
             idle_unload_after: None,
             max_model_bytes: None,
+            read_memory: steno_whisper::runtime::memory,
         }
     }
 }
@@ -168,7 +159,9 @@ struct Shared {
 /// Handle to the worker; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    jobs: std_mpsc::SyncSender<Job>,
+    /// Unbounded: admission ([`Shared::in_flight`] against `max_jobs`) is the only
+    /// bound, so a job admitted is never refused by a full channel.
+    jobs: std_mpsc::Sender<Job>,
     shared: Arc<Shared>,
     max_jobs: usize,
     worker: Arc<Mutex<Option<JoinHandle<()>>>>,
@@ -181,9 +174,9 @@ impl Engine {
         config: EngineConfig,
         metrics: Arc<Metrics>,
         loader: Loader,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StartError> {
         let max_jobs = config.max_jobs.max(1);
-        let (jobs, receiver) = std_mpsc::sync_channel(max_jobs);
+        let (jobs, receiver) = std_mpsc::channel();
         let (ready, ready_rx) = std_mpsc::channel();
         let shared = Arc::new(Shared {
             healthy: AtomicBool::new(false),
@@ -199,14 +192,14 @@ impl Engine {
         let worker = std::thread::Builder::new()
             .name("steno-mlx".into())
             .spawn(move || worker::run(config, loader, receiver, worker_shared, ready))
-            .map_err(|e| format!("cannot start the worker thread: {e}"))?;
+            .map_err(StartError::Spawn)?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 let _ = worker.join();
-                return Err(e);
+                return Err(e.into());
             }
-            Err(_) => return Err("the worker thread died while loading".into()),
+            Err(_) => return Err(StartError::WorkerDied),
         }
         Ok(Self {
             jobs,
@@ -254,14 +247,12 @@ impl Engine {
             admitted: Instant::now(),
             _slot: slot,
         };
-        match self.jobs.try_send(job) {
-            Ok(()) => Ok(ReplyReceiver {
-                reply: receiver,
-                aborted: self.shared.aborted.subscribe(),
-            }),
-            Err(std_mpsc::TrySendError::Full(_)) => Err(EngineError::Overloaded),
-            Err(std_mpsc::TrySendError::Disconnected(_)) => Err(EngineError::Unavailable),
-        }
+        // The channel has no bound of its own: the only refusal left is a worker gone.
+        self.jobs.send(job).map_err(|_| EngineError::Unavailable)?;
+        Ok(ReplyReceiver {
+            reply: receiver,
+            aborted: self.shared.aborted.subscribe(),
+        })
     }
 
     /// Stops admitting (new jobs get [`EngineError::Unavailable`], health turns 503)
@@ -277,15 +268,14 @@ impl Engine {
         self.shared.aborted.send_replace(true);
     }
 
-    /// Drains, waits up to `deadline` for admitted jobs to finish, then fails what
-    /// is left and joins the worker if it leaves its loop within `join_within` (a step
-    /// already under way cannot be interrupted). Returns whether the worker stopped.
-    pub fn shutdown(&self, deadline: Duration, join_within: Duration) -> bool {
-        self.begin_drain();
-        let until = Instant::now() + deadline;
-        while self.shared.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// Aborts (see [`Engine::abort`]) and joins the worker if it leaves its loop
+    /// within `join_within` (a step already under way cannot be interrupted).
+    /// Returns whether the worker stopped; `false` means it is still inside an MLX
+    /// evaluation, which the caller must not tear MLX down under.
+    ///
+    /// Graceful draining (wait for admitted work, then abort) is the server's
+    /// `serve`; this is its last step.
+    pub fn stop(&self, join_within: Duration) -> bool {
         self.abort();
         let Some(mut worker) = self.worker.lock().ok() else {
             return false;

@@ -1,12 +1,18 @@
-//! Every `steno_*` Prometheus metric, with its buckets, in one place. The engine
-//! updates the worker's; the server updates the HTTP ones and renders them all.
+//! The worker's Prometheus metrics: queue, jobs, batches, stages, models and MLX
+//! memory. They register into a registry the caller owns (the server's, which also
+//! holds its HTTP metrics and renders them all at `/metrics`).
+//!
+//! `steno_queue_depth` is the sum of two different waits, kept under its old name
+//! for dashboards and alerts that scrape it; `steno_jobs_queued` and
+//! `steno_windows_waiting` are its two parts.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Counter, CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 
 /// Request, queue and inference latencies: 10 ms .. ~20 min.
-const LATENCY_BUCKETS: &[f64] = &[
+pub const LATENCY_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0,
 ];
 /// Wall seconds per audio second: below 1 is faster than real time.
@@ -15,28 +21,29 @@ const REAL_TIME_FACTOR_BUCKETS: &[f64] = &[0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
 const BATCH_ROW_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 pub struct Metrics {
-    pub registry: Registry,
-    /// HTTP requests by route and status.
-    pub requests: IntCounterVec,
-    pub request_duration: HistogramVec,
     /// Time from admission until the worker took the job.
     pub queue_duration: Histogram,
     /// Time on the worker, from intake to the final transcript.
     pub inference_duration: Histogram,
-    pub audio_seconds: prometheus::Counter,
+    pub audio_seconds: Counter,
     pub real_time_factor: Histogram,
-    /// Jobs waiting for the worker plus windows waiting for a decoder row.
+    /// `jobs_queued + windows_waiting` (the historical `steno_queue_depth`).
     pub queue_depth: IntGauge,
+    /// Jobs admitted that the worker has not taken yet.
+    pub jobs_queued: IntGauge,
+    /// Windows (30 s pieces of taken jobs) waiting for a decoder row.
+    pub windows_waiting: IntGauge,
+    /// Jobs admitted and not finished (queued or on the worker).
     pub jobs_in_flight: IntGauge,
-    /// Audio requests holding a concurrency permit (uploading, decoding, queued or
-    /// transcribing).
-    pub requests_in_flight: IntGauge,
     pub batch_rows: Histogram,
     pub decoder_steps: IntCounter,
-    /// Worker seconds by stage (`encode`, `decode`, `finish`).
-    pub stage_seconds: prometheus::CounterVec,
+    /// Worker seconds by stage. The label values are public: `encode`, `decode` (the
+    /// batched decoder steps, not audio decoding) and `finish`.
+    pub stage_seconds: CounterVec,
     /// Jobs stopped before their end, by reason (`client_gone`, `deadline`, `shutdown`).
     pub cancellations: IntCounterVec,
+    /// Requests refused at admission, by reason: `engine_full` here; the server adds
+    /// `concurrency` for its own limit.
     pub rejections: IntCounterVec,
     pub worker_healthy: IntGauge,
     pub models_loaded: IntGauge,
@@ -46,92 +53,87 @@ pub struct Metrics {
     pub mlx_cache_memory: IntGauge,
 }
 
-fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: M) -> M {
+/// Registers `metric` in `registry` and hands it back.
+pub fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> M {
     registry
-        .register(Box::new(m.clone()))
+        .register(Box::new(metric.clone()))
         .expect("metric names are unique");
-    m
+    metric
+}
+
+/// The `steno_*` constructors every metric here goes through.
+struct Register<'a>(&'a Registry);
+
+impl Register<'_> {
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        registered(self.0, Histogram::with_opts(opts).expect("valid histogram"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        registered(self.0, IntGauge::new(name, help).expect("valid gauge"))
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        registered(self.0, IntCounter::new(name, help).expect("valid counter"))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        let counter = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+        registered(self.0, counter)
+    }
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        let r = Registry::new();
-        let histogram = |name: &str, help: &str, buckets: &[f64]| {
-            registered(
-                &r,
-                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
-                    .expect("valid histogram"),
-            )
-        };
-        let gauge = |name: &str, help: &str| {
-            registered(&r, IntGauge::new(name, help).expect("valid gauge"))
-        };
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            registered(
-                &r,
-                IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"),
-            )
-        };
+    /// The worker's metrics, registered in `registry`.
+    pub fn register(registry: &Registry) -> Self {
+        let r = Register(registry);
         Self {
-            requests: counter_vec(
-                "steno_requests_total",
-                "HTTP requests by route and status",
-                &["route", "status"],
-            ),
-            request_duration: registered(
-                &r,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "steno_request_duration_seconds",
-                        "HTTP request latency, upload to last byte",
-                    )
-                    .buckets(LATENCY_BUCKETS.to_vec()),
-                    &["route"],
-                )
-                .expect("valid histogram"),
-            ),
-            queue_duration: histogram(
+            queue_duration: r.histogram(
                 "steno_queue_duration_seconds",
                 "Time from admission until the worker took the job",
                 LATENCY_BUCKETS,
             ),
-            inference_duration: histogram(
+            inference_duration: r.histogram(
                 "steno_inference_duration_seconds",
                 "Time on the worker from intake to the final transcript",
                 LATENCY_BUCKETS,
             ),
             audio_seconds: registered(
-                &r,
-                prometheus::Counter::new("steno_audio_seconds_total", "Audio transcribed")
-                    .expect("valid counter"),
+                registry,
+                Counter::new("steno_audio_seconds_total", "Audio transcribed").expect("valid counter"),
             ),
-            real_time_factor: histogram(
+            real_time_factor: r.histogram(
                 "steno_real_time_factor",
                 "Inference seconds per audio second, per request",
                 REAL_TIME_FACTOR_BUCKETS,
             ),
-            queue_depth: gauge(
+            queue_depth: r.gauge(
                 "steno_queue_depth",
-                "Jobs waiting for the worker plus windows waiting for a decoder row",
+                "Jobs waiting for the worker plus windows waiting for a decoder row \
+                 (steno_jobs_queued + steno_windows_waiting)",
             ),
-            jobs_in_flight: gauge("steno_jobs_in_flight", "Jobs admitted and not finished"),
-            requests_in_flight: gauge(
-                "steno_requests_in_flight",
-                "Audio requests holding a concurrency permit: uploading, decoding, queued or transcribing",
+            jobs_queued: r.gauge(
+                "steno_jobs_queued",
+                "Jobs admitted that the worker has not taken yet",
             ),
-            batch_rows: histogram(
+            windows_waiting: r.gauge(
+                "steno_windows_waiting",
+                "Windows of jobs on the worker waiting for a decoder row",
+            ),
+            jobs_in_flight: r.gauge("steno_jobs_in_flight", "Jobs admitted and not finished"),
+            batch_rows: r.histogram(
                 "steno_batch_rows",
                 "Rows advanced together by one decoder step",
                 BATCH_ROW_BUCKETS,
             ),
-            decoder_steps: registered(
-                &r,
-                IntCounter::new("steno_decoder_steps_total", "Batched decoder steps")
-                    .expect("valid counter"),
-            ),
+            decoder_steps: r.counter("steno_decoder_steps_total", "Batched decoder steps"),
             stage_seconds: registered(
-                &r,
-                prometheus::CounterVec::new(
+                registry,
+                CounterVec::new(
                     Opts::new(
                         "steno_stage_seconds_total",
                         "Worker seconds by stage: encode (mel, encoder, language), decode (batched steps), finish (segments, fallback, word timing)",
@@ -140,50 +142,45 @@ impl Metrics {
                 )
                 .expect("valid counter"),
             ),
-            cancellations: counter_vec(
+            cancellations: r.counter_vec(
                 "steno_cancellations_total",
                 "Jobs stopped before their end, by reason",
                 &["reason"],
             ),
-            rejections: counter_vec(
+            rejections: r.counter_vec(
                 "steno_rejections_total",
                 "Requests refused at admission, by reason",
                 &["reason"],
             ),
-            worker_healthy: gauge(
+            worker_healthy: r.gauge(
                 "steno_worker_healthy",
                 "1 while the MLX worker serves, 0 while loading, draining or dead",
             ),
-            models_loaded: gauge("steno_models_loaded", "Models resident on the worker"),
-            model_loads: counter_vec(
+            models_loaded: r.gauge("steno_models_loaded", "Models resident on the worker"),
+            model_loads: r.counter_vec(
                 "steno_model_loads_total",
                 "Model loads by model and outcome",
                 &["model", "outcome"],
             ),
-            mlx_active_memory: gauge(
+            mlx_active_memory: r.gauge(
                 "steno_mlx_active_memory_bytes",
                 "Bytes MLX holds in live arrays (GPU memory on Metal/CUDA)",
             ),
-            mlx_peak_memory: gauge(
+            mlx_peak_memory: r.gauge(
                 "steno_mlx_peak_memory_bytes",
                 "Most bytes MLX has held in live arrays since start",
             ),
-            mlx_cache_memory: gauge(
+            mlx_cache_memory: r.gauge(
                 "steno_mlx_cache_memory_bytes",
                 "Bytes MLX keeps cached for reuse",
             ),
-            registry: r,
         }
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let encoder = prometheus::TextEncoder::new();
-        if let Err(e) = encoder.encode_utf8(&self.registry.gather(), &mut out) {
-            tracing::error!(error = %e, "rendering metrics failed");
-        }
-        out
+    /// The worker's metrics in a registry of their own (tests, the CLI: nothing
+    /// renders them).
+    pub fn new() -> Self {
+        Self::register(&Registry::new())
     }
 }
 

@@ -4,142 +4,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use steno_whisper::runtime::MemoryStats;
-use steno_whisper::{
-    JobEvent, JobId, Segment, TokenLogprob, TranscribeOptions, Transcript, WhisperError,
-};
+use steno_whisper::{TranscribeOptions, WhisperError};
 use tokio::sync::mpsc;
 
 use super::*;
-
-/// What the scripted backends did, for assertions.
-#[derive(Default)]
-struct Log {
-    /// Job ids advanced by each step.
-    steps: Vec<Vec<JobId>>,
-    cancelled: Vec<JobId>,
-    loads: Vec<String>,
-}
-
-/// Each job needs `samples.len()` steps; one row per job; a job whose first sample
-/// is negative makes the batch it is in fail. Steps take `step_time`.
-struct Scripted {
-    max_rows: usize,
-    step_time: Duration,
-    /// Jobs in arrival order with the steps each still needs.
-    jobs: Vec<(JobId, usize, bool)>,
-    log: Arc<Mutex<Log>>,
-}
-
-impl Backend for Scripted {
-    fn submit(
-        &mut self,
-        id: JobId,
-        samples: &[f32],
-        options: TranscribeOptions,
-    ) -> Result<(), String> {
-        if options.language.as_deref() == Some("xx") {
-            return Err("unsupported language `xx`".into());
-        }
-        let poison = samples.first().is_some_and(|&s| s < 0.0);
-        self.jobs.push((id, samples.len(), poison));
-        Ok(())
-    }
-
-    fn cancel(&mut self, id: JobId) {
-        self.jobs.retain(|(j, _, _)| *j != id);
-        self.log.lock().unwrap().cancelled.push(id);
-    }
-
-    fn step(&mut self) -> StepReport {
-        std::thread::sleep(self.step_time);
-        let rows = self.jobs.len().min(self.max_rows);
-        let batch: Vec<JobId> = self.jobs[..rows].iter().map(|(id, _, _)| *id).collect();
-        self.log.lock().unwrap().steps.push(batch.clone());
-        let mut events = Vec::new();
-        if self.jobs[..rows].iter().any(|(_, _, poison)| *poison) {
-            for id in &batch {
-                events.push((
-                    *id,
-                    JobEvent::Failed(WhisperError::Mlx("scripted failure".into())),
-                ));
-            }
-            self.jobs.drain(..rows);
-            return StepReport {
-                events,
-                rows,
-                ..StepReport::default()
-            };
-        }
-        for job in &mut self.jobs[..rows] {
-            job.1 = job.1.saturating_sub(1);
-        }
-        let (done, left): (Vec<_>, Vec<_>) = self.jobs.drain(..).partition(|(_, n, _)| *n == 0);
-        self.jobs = left;
-        for (id, _, _) in done {
-            events.push((id, JobEvent::Segments(vec![segment(id, 0)])));
-            events.push((id, JobEvent::Done(transcript(id))));
-        }
-        StepReport {
-            events,
-            rows,
-            ..StepReport::default()
-        }
-    }
-
-    fn is_idle(&self) -> bool {
-        self.jobs.is_empty()
-    }
-
-    fn waiting_rows(&self) -> usize {
-        self.jobs.len().saturating_sub(self.max_rows)
-    }
-
-    fn token_logprobs(&self, segments: &[Segment]) -> Vec<TokenLogprob> {
-        segments
-            .iter()
-            .map(|s| TokenLogprob {
-                token: s.text.clone(),
-                logprob: -0.5,
-                bytes: s.text.clone().into_bytes(),
-            })
-            .collect()
-    }
-
-    fn memory(&self) -> MemoryStats {
-        MemoryStats {
-            active_bytes: 100,
-            ..MemoryStats::default()
-        }
-    }
-}
-
-fn segment(job: JobId, id: usize) -> Segment {
-    Segment {
-        id,
-        seek: 0,
-        start: 0.0,
-        end: 1.0,
-        text: format!(" job {job}"),
-        tokens: vec![],
-        temperature: 0.0,
-        avg_logprob: -0.1,
-        compression_ratio: 1.0,
-        no_speech_prob: 0.0,
-        token_logprobs: vec![],
-        words: None,
-    }
-}
-
-fn transcript(job: JobId) -> Transcript {
-    Transcript {
-        text: format!(" job {job}"),
-        language: "en".into(),
-        language_probs: None,
-        duration: 1.0,
-        segments: vec![segment(job, 0)],
-    }
-}
+use crate::testing::{self, Log, Script};
 
 struct Harness {
     engine: Engine,
@@ -147,22 +16,15 @@ struct Harness {
 }
 
 fn start(config: EngineConfig, max_rows: usize, step_time: Duration) -> Harness {
-    let log = Arc::new(Mutex::new(Log::default()));
-    let loader_log = log.clone();
-    let loader: Loader = Box::new(move |model: &str| {
-        loader_log.lock().unwrap().loads.push(model.to_string());
-        if model == "broken" {
-            return Err("corrupt weights".to_string());
-        }
-        Ok(Box::new(Scripted {
-            max_rows,
-            step_time,
-            jobs: Vec::new(),
-            log: loader_log.clone(),
-        }) as Box<dyn Backend>)
-    });
+    let script = Script {
+        max_rows,
+        step_time,
+        samples_per_step: 1,
+    };
+    let (loader, log) = testing::loader(script);
     let config = EngineConfig {
         default_model: "default".into(),
+        read_memory: testing::growing_memory,
         ..config
     };
     let engine = Engine::start(config, Arc::new(Metrics::new()), loader).expect("engine starts");
@@ -181,10 +43,14 @@ fn request(model: &str, steps: usize) -> Request {
     }
 }
 
+/// The job's answer, waited for on a runtime of its own (the tests run on plain
+/// threads, as the worker does).
 fn wait(receiver: ReplyReceiver) -> Result<Reply, EngineError> {
-    receiver
-        .blocking_recv()
-        .expect("the worker answers every job")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime")
+        .block_on(receiver.recv())
 }
 
 #[test]
@@ -309,10 +175,19 @@ fn an_invalid_request_is_refused_without_touching_others() {
     let mut bad = request("default", 3);
     bad.options.language = Some("xx".into());
     let good = h.engine.submit(request("default", 3)).unwrap();
-    assert!(matches!(
-        wait(h.engine.submit(bad).unwrap()),
-        Err(EngineError::InvalidRequest(_))
-    ));
+    let refused = wait(h.engine.submit(bad).unwrap());
+    assert!(
+        matches!(
+            &refused,
+            Err(EngineError::InvalidRequest(WhisperError::UnsupportedLanguage(l))) if l == "xx"
+        ),
+        "the model's error comes through typed: {refused:?}"
+    );
+    assert_eq!(
+        refused.err().map(|e| e.to_string()).as_deref(),
+        Some("unsupported language `xx`"),
+        "and its message as is"
+    );
     assert!(wait(good).is_ok());
 }
 
@@ -400,43 +275,60 @@ fn the_memory_budget_unloads_the_least_recently_used_idle_model() {
 
 #[test]
 fn a_failing_default_model_fails_start() {
-    let loader: Loader = Box::new(|_| Err("corrupt weights in model.bin".to_string()));
+    let loader: Loader = Box::new(|_| {
+        Err(LoadError::Runtime(Box::new(WhisperError::Mlx(
+            "corrupt weights in model.bin".into(),
+        ))))
+    });
     let config = EngineConfig {
         default_model: "default".into(),
         ..EngineConfig::default()
     };
     let error = Engine::start(config, Arc::new(Metrics::new()), loader).err();
-    assert_eq!(error.as_deref(), Some("corrupt weights in model.bin"));
+    assert!(
+        matches!(error, Some(StartError::Load(LoadError::Runtime(_)))),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.map(|e| e.to_string()).as_deref(),
+        Some("MLX: corrupt weights in model.bin"),
+        "the loader's message, as is"
+    );
 }
 
 #[test]
-fn shutdown_finishes_admitted_work_and_refuses_new_jobs() {
+fn a_draining_engine_finishes_admitted_work_and_refuses_new_jobs() {
     let h = start(EngineConfig::default(), 8, Duration::from_millis(2));
     let admitted = h.engine.submit(request("default", 20)).unwrap();
-    let engine = h.engine.clone();
-    let shutdown = std::thread::spawn(move || {
-        engine.shutdown(Duration::from_secs(10), Duration::from_secs(10))
-    });
-    std::thread::sleep(Duration::from_millis(10));
+    h.engine.begin_drain();
     assert!(matches!(
         h.engine.submit(request("default", 1)),
         Err(EngineError::Unavailable)
     ));
     assert!(!h.engine.is_healthy());
     assert!(wait(admitted).is_ok());
-    shutdown.join().unwrap();
+    assert!(
+        h.engine.stop(Duration::from_secs(10)),
+        "an idle worker stops"
+    );
 }
 
 #[test]
-fn shutdown_past_its_deadline_fails_what_is_left() {
+fn stop_fails_what_is_left() {
     let h = start(EngineConfig::default(), 8, Duration::from_millis(5));
     let endless = h.engine.submit(request("default", 1_000_000)).unwrap();
     let started = Instant::now();
-    assert!(h
-        .engine
-        .shutdown(Duration::from_millis(100), Duration::from_secs(10)));
+    assert!(h.engine.stop(Duration::from_secs(10)));
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(matches!(wait(endless), Err(EngineError::Unavailable)));
+    assert_eq!(
+        h.engine
+            .metrics()
+            .cancellations
+            .with_label_values(&["shutdown"])
+            .get(),
+        1
+    );
 }
 
 #[test]
@@ -448,16 +340,12 @@ fn an_abort_answers_awaited_jobs_without_waiting_for_the_step_under_way() {
     while h.log.lock().unwrap().steps.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
     let aborted = Instant::now();
     assert!(
-        !h.engine
-            .shutdown(Duration::ZERO, Duration::from_millis(100)),
+        !h.engine.stop(Duration::from_millis(100)),
         "the worker is still inside its step"
     );
-    let answer = runtime.block_on(endless.recv());
+    let answer = wait(endless);
     assert!(
         matches!(answer, Err(EngineError::Unavailable)),
         "{answer:?}"
@@ -467,4 +355,23 @@ fn an_abort_answers_awaited_jobs_without_waiting_for_the_step_under_way() {
         "answered {:?} after the abort",
         aborted.elapsed()
     );
+}
+
+#[test]
+fn the_queue_gauges_split_jobs_from_windows() {
+    // One row per step: of three jobs on the worker, two windows wait for a row.
+    let h = start(EngineConfig::default(), 1, Duration::from_millis(20));
+    let receivers: Vec<_> = (0..3)
+        .map(|_| h.engine.submit(request("default", 50)).unwrap())
+        .collect();
+    let metrics = h.engine.metrics();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metrics.windows_waiting.get() != 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(metrics.windows_waiting.get(), 2);
+    assert_eq!(metrics.jobs_queued.get(), 0, "the worker took all three");
+    assert_eq!(metrics.queue_depth.get(), 2, "the old gauge is their sum");
+    assert_eq!(metrics.jobs_in_flight.get(), 3);
+    drop(receivers);
 }

@@ -7,9 +7,12 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use steno_whisper::{JobEvent, JobId};
+use steno_whisper::{JobEvent, JobId, Transcript};
 
-use crate::{Backend, Delta, EngineConfig, EngineError, Job, Loader, Reply, Shared};
+use crate::{
+    Backend, Delta, EngineConfig, EngineError, Job, LoadError, Loader, Metrics, Reply, Shared,
+    StepReport,
+};
 
 /// How long an idle worker sleeps before checking timers and flags.
 const IDLE_POLL: Duration = Duration::from_millis(100);
@@ -52,7 +55,7 @@ pub(crate) fn run(
     loader: Loader,
     receiver: Receiver<Job>,
     shared: Arc<Shared>,
-    ready: Sender<Result<(), String>>,
+    ready: Sender<Result<(), LoadError>>,
 ) {
     let mut worker = Worker {
         config,
@@ -83,7 +86,7 @@ impl Worker {
     fn serve(&mut self, receiver: &Receiver<Job>) {
         loop {
             if *self.shared.aborted.borrow() {
-                self.fail_all(EngineError::Unavailable, "shutdown");
+                self.fail_all("shutdown");
                 while let Ok(job) = receiver.try_recv() {
                     let _ = job.reply.send(Err(EngineError::Unavailable));
                 }
@@ -114,30 +117,15 @@ impl Worker {
 
     /// Resolves the job's model (loading it if needed) and hands it to the backend.
     fn intake(&mut self, mut job: Job) {
-        let metrics = &self.shared.metrics;
-        metrics
+        self.shared
+            .metrics
             .queue_duration
             .observe(job.admitted.elapsed().as_secs_f64());
         let model = job.request.model.clone();
-        if !self.models.contains_key(&model) {
-            let failed_recently = self
-                .failed_loads
-                .get(&model)
-                .is_some_and(|at| at.elapsed() < RETRY_FAILED_LOAD_AFTER);
-            let loaded = if failed_recently {
-                Err("it failed to load less than 30 s ago".to_string())
-            } else {
-                self.load(&model)
-            };
-            if let Err(e) = loaded {
-                tracing::error!(model, error = %e, "loading a model failed");
-                if !failed_recently {
-                    self.failed_loads.insert(model.clone(), Instant::now());
-                }
-                let _ = job.reply.send(Err(EngineError::ModelUnavailable(model)));
-                return;
-            }
-            self.failed_loads.remove(&model);
+        if let Err(e) = self.ensure_loaded(&model) {
+            tracing::error!(model, error = %e, "loading a model failed");
+            let _ = job.reply.send(Err(EngineError::ModelUnavailable(model)));
+            return;
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -146,7 +134,7 @@ impl Worker {
         // The backend keeps what it needs (the log-mel); the samples go with this call.
         let samples = std::mem::take(&mut job.request.samples);
         let options = std::mem::take(&mut job.request.options);
-        let audio_seconds = samples.len() as f64 / 16_000.0;
+        let audio_seconds = steno_audio::seconds(samples.len());
         let entry = self.models.get_mut(&model).expect("model loaded above");
         entry.last_used = Instant::now();
         match entry.backend.submit(id, &samples, options) {
@@ -165,6 +153,31 @@ impl Worker {
             }
             Err(e) => {
                 let _ = job.reply.send(Err(EngineError::InvalidRequest(e)));
+            }
+        }
+    }
+
+    /// Loads `model` unless it is resident, or failed to load less than
+    /// [`RETRY_FAILED_LOAD_AFTER`] ago.
+    fn ensure_loaded(&mut self, model: &str) -> Result<(), LoadError> {
+        if self.models.contains_key(model) {
+            return Ok(());
+        }
+        let failed_recently = self
+            .failed_loads
+            .get(model)
+            .is_some_and(|at| at.elapsed() < RETRY_FAILED_LOAD_AFTER);
+        if failed_recently {
+            return Err(LoadError::FailedRecently);
+        }
+        match self.load(model) {
+            Ok(()) => {
+                self.failed_loads.remove(model);
+                Ok(())
+            }
+            Err(e) => {
+                self.failed_loads.insert(model.to_string(), Instant::now());
+                Err(e)
             }
         }
     }
@@ -210,25 +223,32 @@ impl Worker {
             };
             model.last_used = Instant::now();
             let report = model.backend.step();
-            let metrics = &self.shared.metrics;
-            if report.rows > 0 {
-                metrics.decoder_steps.inc();
-                metrics.batch_rows.observe(report.rows as f64);
-            }
-            let stages = [
-                ("encode", report.stages.encode),
-                ("decode", report.stages.decode),
-                ("finish", report.stages.finish),
-            ];
-            for (stage, seconds) in stages {
-                metrics
-                    .stage_seconds
-                    .with_label_values(&[stage])
-                    .inc_by(seconds.max(0.0));
-            }
+            self.record_step(&report);
             for (id, event) in report.events {
                 self.deliver(&model_id, id, event);
             }
+        }
+    }
+
+    /// Counts a scheduling round: its decoder step (if any) and its stage seconds.
+    fn record_step(&self, report: &StepReport) {
+        let metrics = &self.shared.metrics;
+        if report.rows > 0 {
+            metrics.decoder_steps.inc();
+            metrics.batch_rows.observe(report.rows as f64);
+        }
+        // The label `decode` is public (dashboards): it means the decoder's token
+        // steps, not decoding the uploaded audio.
+        let stages = [
+            ("encode", report.stages.encode),
+            ("decode", report.stages.decode),
+            ("finish", report.stages.finish),
+        ];
+        for (stage, seconds) in stages {
+            metrics
+                .stage_seconds
+                .with_label_values(&[stage])
+                .inc_by(seconds.max(0.0));
         }
     }
 
@@ -243,32 +263,9 @@ impl Worker {
                 }
             }
             JobEvent::Done(transcript) => {
-                let Some(mut running) = self.jobs.remove(&id) else {
-                    return;
-                };
-                let remaining = transcript.segments.get(running.streamed..).unwrap_or(&[]);
-                send_deltas(backend.as_ref(), &mut running, remaining);
-                let logprobs = running
-                    .job
-                    .request
-                    .logprobs
-                    .then(|| backend.token_logprobs(&transcript.segments));
-                let inference_seconds = running.started.elapsed().as_secs_f64();
-                let metrics = &self.shared.metrics;
-                metrics.inference_duration.observe(inference_seconds);
-                metrics.audio_seconds.inc_by(running.audio_seconds);
-                if running.audio_seconds > 0.0 {
-                    metrics
-                        .real_time_factor
-                        .observe(inference_seconds / running.audio_seconds);
+                if let Some(running) = self.jobs.remove(&id) {
+                    answer(backend.as_ref(), running, transcript, &self.shared.metrics);
                 }
-                let queue_seconds = (running.started - running.job.admitted).as_secs_f64();
-                let _ = running.job.reply.send(Ok(Reply {
-                    transcript,
-                    logprobs,
-                    queue_seconds,
-                    inference_seconds,
-                }));
             }
             JobEvent::Failed(e) => {
                 let Some(running) = self.jobs.remove(&id) else {
@@ -284,11 +281,12 @@ impl Worker {
         }
     }
 
-    fn fail_all(&mut self, error: EngineError, reason: &str) {
+    /// Fails every job on the worker with [`EngineError::Unavailable`].
+    fn fail_all(&mut self, reason: &str) {
         let jobs: Vec<(JobId, Running)> = self.jobs.drain().collect();
         for (id, running) in jobs {
             self.stop(id, &running, reason);
-            let _ = running.job.reply.send(Err(error.clone()));
+            let _ = running.job.reply.send(Err(EngineError::Unavailable));
         }
     }
 
@@ -304,9 +302,9 @@ impl Worker {
             .inc();
     }
 
-    fn load(&mut self, model: &str) -> Result<(), String> {
+    fn load(&mut self, model: &str) -> Result<(), LoadError> {
         let started = Instant::now();
-        let before = self.memory_active();
+        let before = self.active_memory();
         let result = (self.loader)(model);
         let outcome = if result.is_ok() { "ok" } else { "error" };
         self.shared
@@ -315,7 +313,7 @@ impl Worker {
             .with_label_values(&[model, outcome])
             .inc();
         let backend = result?;
-        let bytes = backend.memory().active_bytes.saturating_sub(before);
+        let bytes = self.active_memory().saturating_sub(before);
         tracing::info!(
             model,
             seconds = started.elapsed().as_secs_f64(),
@@ -334,11 +332,8 @@ impl Worker {
         Ok(())
     }
 
-    fn memory_active(&self) -> u64 {
-        self.models
-            .values()
-            .next()
-            .map_or(0, |m| m.backend.memory().active_bytes)
+    fn active_memory(&self) -> u64 {
+        (self.config.read_memory)().active_bytes
     }
 
     /// Unloads idle models other than the default and `keep`, least recently used
@@ -390,19 +385,54 @@ impl Worker {
 
     fn update_gauges(&self) {
         let metrics = &self.shared.metrics;
-        let waiting: usize = self.models.values().map(|m| m.backend.waiting_rows()).sum();
+        let windows_waiting: usize = self
+            .models
+            .values()
+            .map(|m| m.backend.waiting_windows())
+            .sum();
         let in_flight = self.shared.in_flight.load(Ordering::SeqCst);
-        let queued_jobs = in_flight.saturating_sub(self.jobs.len());
-        metrics.queue_depth.set((waiting + queued_jobs) as i64);
+        // Admitted jobs the worker has not taken: the slot is held from admission,
+        // the job is in `self.jobs` from intake.
+        let jobs_queued = in_flight.saturating_sub(self.jobs.len());
+        metrics.jobs_queued.set(jobs_queued as i64);
+        metrics.windows_waiting.set(windows_waiting as i64);
+        metrics
+            .queue_depth
+            .set((windows_waiting + jobs_queued) as i64);
         metrics.jobs_in_flight.set(in_flight as i64);
         metrics.models_loaded.set(self.models.len() as i64);
-        if let Some(model) = self.models.values().next() {
-            let memory = model.backend.memory();
-            metrics.mlx_active_memory.set(memory.active_bytes as i64);
-            metrics.mlx_peak_memory.set(memory.peak_bytes as i64);
-            metrics.mlx_cache_memory.set(memory.cache_bytes as i64);
-        }
+        let memory = (self.config.read_memory)();
+        metrics.mlx_active_memory.set(memory.active_bytes as i64);
+        metrics.mlx_peak_memory.set(memory.peak_bytes as i64);
+        metrics.mlx_cache_memory.set(memory.cache_bytes as i64);
     }
+}
+
+/// Answers a finished job: the segments not streamed yet, its log-probabilities
+/// if asked, its timings; counts its audio and speed.
+fn answer(backend: &dyn Backend, mut running: Running, transcript: Transcript, metrics: &Metrics) {
+    let remaining = transcript.segments.get(running.streamed..).unwrap_or(&[]);
+    send_deltas(backend, &mut running, remaining);
+    let logprobs = running
+        .job
+        .request
+        .logprobs
+        .then(|| backend.token_logprobs(&transcript.segments));
+    let inference_seconds = running.started.elapsed().as_secs_f64();
+    metrics.inference_duration.observe(inference_seconds);
+    metrics.audio_seconds.inc_by(running.audio_seconds);
+    if running.audio_seconds > 0.0 {
+        metrics
+            .real_time_factor
+            .observe(inference_seconds / running.audio_seconds);
+    }
+    let queue_seconds = (running.started - running.job.admitted).as_secs_f64();
+    let _ = running.job.reply.send(Ok(Reply {
+        transcript,
+        logprobs,
+        queue_seconds,
+        inference_seconds,
+    }));
 }
 
 /// Sends `segments` as one delta to a streaming client.

@@ -9,6 +9,16 @@ use serde::{Deserialize, Serialize};
 /// The defaults, every key documented.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
+/// The id the embedded default model (the pinned tiny.en) is served under; a model
+/// set with `models.model` is served under its own name unless `models.model_id`
+/// says otherwise (see [`model_name`]).
+pub const DEFAULT_MODEL_ID: &str = "whisper-tiny.en";
+
+/// Deprecated keys still accepted, as `(section, old key, new key)`: in a file, as
+/// `STENO_<OLD KEY>` and as flags (`steno serve --help` lists none of them). The new
+/// key wins where both are given.
+pub const ALIASES: &[(&str, &str, &str)] = &[("engine", "queue_capacity", "max_jobs")];
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -50,7 +60,9 @@ pub struct LimitsConfig {
 #[serde(deny_unknown_fields)]
 pub struct EngineSection {
     pub max_batch_rows: usize,
-    pub queue_capacity: usize,
+    /// Jobs admitted to the worker (queued or being transcribed) before 429
+    /// (`engine.max_jobs`; deprecated alias `engine.queue_capacity`).
+    pub max_jobs: usize,
     pub mlx_cache_limit_bytes: usize,
     pub cpu_lanes: usize,
 }
@@ -89,30 +101,39 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         flags: Vec<Override>,
     ) -> Result<Self, ConfigError> {
-        let mut merged = parse(DEFAULT_TOML, "built-in defaults")?;
+        let defaults = defaults()?;
+        // `models.model_id` comes from the layers only: without it, the id follows
+        // the model (`model_name`).
+        let mut merged = defaults.clone();
+        if let Some(toml::Value::Table(models)) = merged.get_mut("models") {
+            models.remove("model_id");
+        }
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.to_path_buf(),
                 source,
             })?;
-            merge(&mut merged, parse(&text, &path.display().to_string())?);
+            let origin = path.display().to_string();
+            let mut layer = parse(&text, &origin)?;
+            rename_aliases(&mut layer, &origin)?;
+            merge(&mut merged, layer);
         }
-        let defaults = parse(DEFAULT_TOML, "built-in defaults")?;
-        let by_env_name = env_keys(&defaults);
-        for (name, value) in env {
-            if let Some((section, key, default)) = by_env_name.get(&name) {
-                let value = env_value(default, &value).map_err(|message| ConfigError::Parse {
-                    origin: format!("environment variable {name}"),
-                    message,
-                })?;
-                set(&mut merged, section, key, value);
-            }
+        for (section, key, value) in env_overrides(&defaults, env)? {
+            set(&mut merged, &section, &key, value);
         }
         for (path, value) in flags {
             if let Some((section, key)) = path.split_once('.') {
+                let key = canonical_key(section, key);
                 set(&mut merged, section, key, value);
             }
         }
+        let model_id = match lookup(&merged, "models", "model_id") {
+            Some(id) => id.clone(),
+            None => toml::Value::String(default_model_id(
+                lookup(&merged, "models", "model").and_then(toml::Value::as_str),
+            )),
+        };
+        set(&mut merged, "models", "model_id", model_id);
         let config: Config =
             toml::Value::Table(merged)
                 .try_into()
@@ -129,10 +150,8 @@ impl Config {
         if self.engine.max_batch_rows == 0 {
             return fail("engine.max_batch_rows must be at least 1");
         }
-        if self.engine.queue_capacity == 0 || self.server.max_concurrent_requests == 0 {
-            return fail(
-                "engine.queue_capacity and server.max_concurrent_requests must be at least 1",
-            );
+        if self.engine.max_jobs == 0 || self.server.max_concurrent_requests == 0 {
+            return fail("engine.max_jobs and server.max_concurrent_requests must be at least 1");
         }
         if self.limits.max_upload_bytes == 0 || self.limits.max_audio_seconds <= 0.0 {
             return fail("limits.max_upload_bytes and limits.max_audio_seconds must be positive");
@@ -200,6 +219,137 @@ impl Config {
             self.models.extra.get(id).map(String::as_str)
         }
     }
+}
+
+/// The embedded defaults, with the upload limit from the audio crate (the one
+/// definition of it; config/default.toml shows the same number).
+fn defaults() -> Result<toml::Table, ConfigError> {
+    let mut defaults = parse(DEFAULT_TOML, "built-in defaults")?;
+    let max_upload = i64::try_from(steno_audio::MAX_UPLOAD_BYTES).unwrap_or(i64::MAX);
+    set(
+        &mut defaults,
+        "limits",
+        "max_upload_bytes",
+        toml::Value::Integer(max_upload),
+    );
+    Ok(defaults)
+}
+
+/// The pinned tiny.en of the project's assets, served when `models.model` is empty:
+/// `$STENO_ASSETS/models/tiny.en-ct2` (`~/.cache/steno/assets` without the variable,
+/// where `make setup` puts it).
+pub fn embedded_model_dir() -> PathBuf {
+    let assets = std::env::var_os("STENO_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/steno/assets")
+        });
+    assets.join("models/tiny.en-ct2")
+}
+
+/// The id a default model from `source` is served under: [`DEFAULT_MODEL_ID`] for
+/// the embedded one (no source, or its very directory), else the model's own name.
+fn default_model_id(source: Option<&str>) -> String {
+    let Some(source) = source.map(str::trim).filter(|s| !s.is_empty()) else {
+        return DEFAULT_MODEL_ID.to_string();
+    };
+    let same_dir = |a: &Path, b: &Path| {
+        a.canonicalize()
+            .ok()
+            .is_some_and(|a| b.canonicalize().ok().as_ref() == Some(&a))
+    };
+    if same_dir(Path::new(source), &embedded_model_dir()) {
+        return DEFAULT_MODEL_ID.to_string();
+    }
+    model_name(source).unwrap_or_else(|| DEFAULT_MODEL_ID.to_string())
+}
+
+/// A model's name from its source: a directory's own name (`/m/whisper-base/` →
+/// `whisper-base`), a Hub repo's name without its organisation or revision
+/// (`openai/whisper-base@main` → `whisper-base`). `None` when the source names none.
+fn model_name(source: &str) -> Option<String> {
+    use steno_whisper::hub::ModelSource;
+    let name = match ModelSource::parse(source) {
+        ModelSource::Hub { repo, .. } => repo.rsplit('/').next().map(str::to_string),
+        ModelSource::Local(dir) => {
+            // `.` or `..` has no name of its own: take the directory it means.
+            let dir = match dir.file_name() {
+                Some(_) => dir,
+                None => dir.canonicalize().ok()?,
+            };
+            dir.file_name().map(|n| n.to_string_lossy().into_owned())
+        }
+    };
+    name.filter(|n| !n.trim().is_empty())
+}
+
+/// The key `key` of `section` stands for: itself, or the new key of a deprecated
+/// alias.
+fn canonical_key<'a>(section: &str, key: &'a str) -> &'a str {
+    ALIASES
+        .iter()
+        .find(|(s, old, _)| *s == section && *old == key)
+        .map_or(key, |(_, _, new)| new)
+}
+
+/// Renames deprecated keys of one layer to their new names; both in one layer is an
+/// error.
+fn rename_aliases(layer: &mut toml::Table, origin: &str) -> Result<(), ConfigError> {
+    for (section, old, new) in ALIASES {
+        let Some(toml::Value::Table(table)) = layer.get_mut(*section) else {
+            continue;
+        };
+        if let Some(value) = table.remove(*old) {
+            if table.contains_key(*new) {
+                return Err(ConfigError::Parse {
+                    origin: origin.to_string(),
+                    message: format!(
+                        "{section}.{old} is the deprecated name of {section}.{new}; set only {new}"
+                    ),
+                });
+            }
+            table.insert((*new).to_string(), value);
+        }
+    }
+    Ok(())
+}
+
+fn lookup<'a>(table: &'a toml::Table, section: &str, key: &str) -> Option<&'a toml::Value> {
+    table.get(section)?.as_table()?.get(key)
+}
+
+/// The `STENO_*` variables of `env` as `(section, key, value)`, deprecated names
+/// first so that the new name wins where both are set.
+fn env_overrides(
+    defaults: &toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<(String, String, toml::Value)>, ConfigError> {
+    let by_env_name = env_keys(defaults);
+    let aliases: BTreeMap<String, (&str, &str)> = ALIASES
+        .iter()
+        .map(|(section, old, new)| (format!("STENO_{}", old.to_uppercase()), (*section, *new)))
+        .collect();
+    let mut found = Vec::new();
+    for (name, raw) in env {
+        let (section, key, default, deprecated) = if let Some((s, k, d)) = by_env_name.get(&name) {
+            (s.as_str(), k.as_str(), d, false)
+        } else if let Some((s, k)) = aliases.get(&name) {
+            let Some(default) = lookup(defaults, s, k) else {
+                continue;
+            };
+            (*s, *k, default, true)
+        } else {
+            continue;
+        };
+        let value = env_value(default, &raw).map_err(|message| ConfigError::Parse {
+            origin: format!("environment variable {name}"),
+            message,
+        })?;
+        found.push((deprecated, (section.to_string(), key.to_string(), value)));
+    }
+    // Stable: among variables of one kind, the environment's order stays.
+    found.sort_by_key(|(deprecated, _)| !deprecated);
+    Ok(found.into_iter().map(|(_, o)| o).collect())
 }
 
 fn parse(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
@@ -321,10 +471,7 @@ mod tests {
         assert_eq!(config.server.port, 9200, "flags win");
         assert_eq!(config.server.host, "0.0.0.0", "the file overrides defaults");
         assert_eq!(config.engine.max_batch_rows, 4);
-        assert_eq!(
-            config.engine.queue_capacity, 64,
-            "untouched keys keep defaults"
-        );
+        assert_eq!(config.engine.max_jobs, 64, "untouched keys keep defaults");
         assert_eq!(config.server.api_keys, ["sk-a", "sk-b"]);
         assert_eq!(config.resolve_model("whisper-1"), Some("whisper-tiny.en"));
         assert_eq!(config.resolve_model("base"), Some("base"));
@@ -349,5 +496,130 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("max_batch_rows"), "{e}");
+    }
+
+    #[test]
+    fn the_upload_limit_is_the_audio_crates_and_default_toml_shows_it() {
+        let config = Config::load(None, env(&[]), vec![]).unwrap();
+        assert_eq!(
+            config.limits.max_upload_bytes,
+            steno_audio::MAX_UPLOAD_BYTES
+        );
+        let shown = parse(DEFAULT_TOML, "defaults").unwrap();
+        assert_eq!(
+            lookup(&shown, "limits", "max_upload_bytes").and_then(toml::Value::as_integer),
+            i64::try_from(steno_audio::MAX_UPLOAD_BYTES).ok(),
+            "config/default.toml documents the same number"
+        );
+    }
+
+    #[test]
+    fn max_jobs_keeps_its_deprecated_names() {
+        let int = |n| toml::Value::Integer(n);
+        let load = |pairs: &[(&str, &str)], flags: Vec<Override>| {
+            Config::load(None, env(pairs), flags)
+                .unwrap()
+                .engine
+                .max_jobs
+        };
+        assert_eq!(load(&[], vec![]), 64);
+        assert_eq!(load(&[("STENO_QUEUE_CAPACITY", "7")], vec![]), 7);
+        assert_eq!(load(&[("STENO_MAX_JOBS", "8")], vec![]), 8);
+        assert_eq!(
+            load(
+                &[("STENO_MAX_JOBS", "8"), ("STENO_QUEUE_CAPACITY", "7")],
+                vec![]
+            ),
+            8,
+            "the new name wins"
+        );
+        assert_eq!(
+            load(&[], vec![("engine.queue_capacity".into(), int(9))]),
+            9,
+            "a flag by the old key"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("steno.toml");
+        std::fs::write(&file, "[engine]\nqueue_capacity = 5\n").unwrap();
+        let config = Config::load(Some(&file), env(&[]), vec![]).unwrap();
+        assert_eq!(config.engine.max_jobs, 5, "the old key in a file");
+        std::fs::write(&file, "[engine]\nqueue_capacity = 5\nmax_jobs = 6\n").unwrap();
+        let e = Config::load(Some(&file), env(&[]), vec![]).unwrap_err();
+        assert!(e.to_string().contains("set only max_jobs"), "{e}");
+        let e = Config::load(None, env(&[("STENO_QUEUE_CAPACITY", "0")]), vec![]).unwrap_err();
+        assert!(
+            e.to_string().contains("engine.max_jobs"),
+            "validated as before: {e}"
+        );
+    }
+
+    #[test]
+    fn the_served_id_follows_the_model_unless_configured() {
+        let models = |pairs: &[(&str, &str)], flags: Vec<Override>| {
+            Config::load(None, env(pairs), flags)
+                .unwrap()
+                .models
+                .model_id
+        };
+        let model = |source: &str| {
+            vec![(
+                "models.model".to_string(),
+                toml::Value::String(source.into()),
+            )]
+        };
+        assert_eq!(
+            models(&[], vec![]),
+            "whisper-tiny.en",
+            "the embedded default"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("whisper-base");
+        std::fs::create_dir(&base).unwrap();
+        let with_slash = format!("{}/", base.display());
+        assert_eq!(
+            models(&[], model(&with_slash)),
+            "whisper-base",
+            "a directory's name"
+        );
+        assert_eq!(
+            models(&[], model("mlx-community/whisper-large-v3-turbo@main")),
+            "whisper-large-v3-turbo",
+            "a repo's name, without organisation or revision"
+        );
+        assert_eq!(
+            models(&[("STENO_MODEL", "openai/whisper-base")], vec![]),
+            "whisper-base"
+        );
+        let mut explicit = model(&with_slash);
+        explicit.push(("models.model_id".into(), toml::Value::String("mine".into())));
+        assert_eq!(models(&[], explicit), "mine", "a configured id wins");
+        assert_eq!(
+            models(
+                &[("STENO_MODEL_ID", "whisper-tiny.en")],
+                model("openai/whisper-base")
+            ),
+            "whisper-tiny.en",
+            "even when it is the default's"
+        );
+        let inside = base.join(".");
+        assert_eq!(
+            models(&[], model(&inside.display().to_string())),
+            "whisper-base"
+        );
+    }
+
+    #[test]
+    fn the_embedded_models_own_directory_keeps_its_id() {
+        let dir = embedded_model_dir();
+        if !dir.is_dir() {
+            eprintln!("skipped: no {} (make setup)", dir.display());
+            return;
+        }
+        let flags = vec![(
+            "models.model".to_string(),
+            toml::Value::String(dir.display().to_string()),
+        )];
+        let config = Config::load(None, env(&[]), flags).unwrap();
+        assert_eq!(config.models.model_id, DEFAULT_MODEL_ID);
     }
 }

@@ -1,16 +1,14 @@
 //! `steno`: `steno transcribe FILE…` runs Whisper on files; `steno serve` (the
-//! default) will serve the OpenAI-compatible API.
+//! default) serves the OpenAI-compatible API ([`steno_server::serve::run`]). This
+//! file only parses arguments.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use std::future::IntoFuture;
-use std::sync::Arc;
-use std::time::Duration;
 
-use steno_server::config::{Config, LogFormat, Override};
+use steno_server::config::{embedded_model_dir, Config, LogFormat, Override};
 use steno_server::formats::{render, Format, Rendering};
 use steno_whisper::{LoadOptions, Mode, Task, TranscribeOptions, Whisper};
 
@@ -64,9 +62,10 @@ struct ServeArgs {
     /// Rows decoded together [engine.max_batch_rows].
     #[arg(long)]
     max_batch_rows: Option<usize>,
-    /// Requests admitted to the worker before 429 [engine.queue_capacity].
-    #[arg(long)]
-    queue_capacity: Option<usize>,
+    /// Jobs in flight on the worker before 429 [engine.max_jobs]; `--queue-capacity`
+    /// is its deprecated alias.
+    #[arg(long, alias = "queue-capacity")]
+    max_jobs: Option<usize>,
     /// Requests handled at once before 429 [server.max_concurrent_requests].
     #[arg(long)]
     max_concurrent_requests: Option<usize>,
@@ -99,7 +98,7 @@ impl ServeArgs {
                 .then(|| Value::Array(self.api_keys.iter().cloned().map(Value::String).collect())),
         );
         add("engine.max_batch_rows", self.max_batch_rows.map(int));
-        add("engine.queue_capacity", self.queue_capacity.map(int));
+        add("engine.max_jobs", self.max_jobs.map(int));
         add(
             "server.max_concurrent_requests",
             self.max_concurrent_requests.map(int),
@@ -187,155 +186,14 @@ fn serve(args: ServeArgs) -> Result<()> {
     let config = Config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
     init_logging(config.server.log_format);
     tracing::info!("effective configuration:\n{}", config.redacted());
-    let metrics = Arc::new(steno_engine::Metrics::new());
-    let engine_config = steno_engine::EngineConfig {
-        default_model: config.models.model_id.clone(),
-        max_jobs: config.engine.queue_capacity,
-        idle_unload_after: Some(config.models.idle_unload_seconds)
-            .filter(|&s| s > 0)
-            .map(Duration::from_secs),
-        max_model_bytes: Some(config.models.max_model_bytes).filter(|&b| b > 0),
-    };
-    let engine = steno_engine::Engine::start(engine_config, metrics, loader(&config))
-        .map_err(|e| anyhow::anyhow!("cannot serve: {e}"))?;
-    let drain = Duration::from_secs(config.server.drain_seconds);
-    let (host, port) = (config.server.host.clone(), config.server.port);
-    let state = steno_server::routes::AppState::new(engine.clone(), config);
-    let permits = state.permits.clone();
-    let runtime = tokio::runtime::Runtime::new()?;
-    let served = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind((host.as_str(), port))
-            .await
-            .with_context(|| format!("binding {host}:{port}"))?;
-        tracing::info!(address = %listener.local_addr()?, "listening");
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            let _ = stop.send(true);
-        });
-        let signalled = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        // On the signal: new requests get 503 (and /health 503) while admitted ones
-        // finish, for up to `drain`; then the jobs still running fail with 503 (their
-        // clients get that answer before the connections close) and the listener closes.
-        let draining = engine.clone();
-        let capacity = permits.available_permits();
-        let graceful = {
-            let signal = signalled(stopped.clone());
-            async move {
-                signal.await;
-                draining.begin_drain();
-                let until = Instant::now() + drain;
-                while permits.available_permits() < capacity && Instant::now() < until {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                if permits.available_permits() < capacity {
-                    tracing::warn!("drain deadline passed; failing the requests still running");
-                    draining.abort();
-                }
-            }
-        };
-        let server = axum::serve(listener, steno_server::routes::app(state))
-            .with_graceful_shutdown(graceful)
-            .into_future();
-        let hard_stop = {
-            let signal = signalled(stopped);
-            async move {
-                signal.await;
-                tokio::time::sleep(drain + Duration::from_secs(1)).await;
-            }
-        };
-        tokio::select! {
-            result = server => result?,
-            () = hard_stop => tracing::warn!("drain deadline passed; closing what is left"),
-        }
-        anyhow::Ok(())
-    });
-    // Whatever was admitted has been answered or failed by now (the drain above).
-    if !engine.shutdown(Duration::ZERO, WORKER_STOP_GRACE) {
-        // The worker is inside a step (one MLX evaluation, which cannot be cut); its
-        // jobs were already answered. Returning from main would run MLX's static
-        // destructors under it, so leave at once instead.
-        tracing::warn!(
-            "the worker is still inside a step; exiting without waiting for it to finish"
-        );
-        if let Err(e) = &served {
-            eprintln!("Error: {e:#}");
-        }
-        let code = i32::from(served.is_err());
-        // SAFETY: `_exit` ends the process without running any destructor or handler.
-        unsafe { libc::_exit(code) };
-    }
-    tracing::info!("stopped");
-    served
-}
-
-/// How long the process waits, after the drain, for the worker to leave its loop.
-const WORKER_STOP_GRACE: Duration = Duration::from_millis(500);
-
-/// Loads configured models on the worker: the default (or the embedded tiny.en),
-/// and extra ones on first use.
-fn loader(config: &Config) -> steno_engine::Loader {
-    let config = config.clone();
-    let cache_limit = config.engine.mlx_cache_limit_bytes;
-    let max_rows = config.engine.max_batch_rows;
-    steno_whisper::runtime::set_cpu_lanes(config.engine.cpu_lanes);
-    Box::new(move |id: &str| {
-        if cache_limit > 0 {
-            steno_whisper::runtime::set_cache_limit(cache_limit).map_err(|e| e.to_string())?;
-        }
-        let source = config
-            .model_source(id)
-            .map(str::to_string)
-            .unwrap_or_else(|| default_model().display().to_string());
-        let started = Instant::now();
-        let hub = steno_whisper::hub::HubOptions::from_env();
-        let whisper = Whisper::load_source(&source, &hub, &LoadOptions::default())
-            .map_err(|e| format!("loading model {id} from {source}: {e}"))?;
-        tracing::info!(model = id, %source, seconds = started.elapsed().as_secs_f64(), "weights read");
-        Ok(
-            Box::new(steno_engine::WhisperBackend::new(whisper, max_rows))
-                as Box<dyn steno_engine::Backend>,
-        )
-    })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutting down");
-}
-
-fn default_model() -> PathBuf {
-    let assets = std::env::var_os("STENO_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/steno/assets")
-        });
-    assets.join("models/tiny.en-ct2")
+    steno_server::serve::run(config)
 }
 
 fn transcribe(args: TranscribeArgs) -> Result<()> {
     let model = args
         .model
         .clone()
-        .unwrap_or_else(|| default_model().display().to_string());
+        .unwrap_or_else(|| embedded_model_dir().display().to_string());
     let started = Instant::now();
     let hub = steno_whisper::hub::HubOptions::from_env();
     let whisper = Whisper::load_source(&model, &hub, &LoadOptions::default())

@@ -1,13 +1,13 @@
 //! The axum application: one route per file, plus the layers every request
-//! passes (request id, tracing, metrics, authentication, body limit, draining
+//! passes (request id, tracing, metrics, authentication, body limit, discarding
 //! unread uploads).
 
 mod audio;
-mod drain;
 mod health;
 mod metrics;
 mod models;
 pub(crate) mod openapi;
+mod unread_body;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,13 +18,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use steno_engine::{Engine, Metrics};
+use steno_engine::Engine;
 use tokio::sync::Semaphore;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 
 pub use openapi::ApiDoc;
 
@@ -40,10 +41,13 @@ pub struct AppState {
     pub started: u64,
     /// Decodes uploads, in a child process per upload.
     pub decoder: crate::decoder::Decoder,
+    /// Every metric `/metrics` renders (the engine's among them).
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
-    pub fn new(engine: Engine, config: Config) -> Self {
+    /// `metrics` must be the ones whose engine part `engine` was started with.
+    pub fn new(engine: Engine, config: Config, metrics: Arc<Metrics>) -> Self {
         let permits = Arc::new(Semaphore::new(config.server.max_concurrent_requests));
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -54,11 +58,12 @@ impl AppState {
             permits,
             started,
             decoder: crate::decoder::Decoder::this_executable(),
+            metrics,
         }
     }
 
     fn metrics(&self) -> &Arc<Metrics> {
-        self.engine.metrics()
+        &self.metrics
     }
 }
 
@@ -80,7 +85,7 @@ pub fn app(state: AppState) -> Router {
         // Outside authentication: a 401 must reach a client still uploading too.
         .layer(middleware::from_fn_with_state(
             body_limit,
-            drain::drain_unread_body,
+            unread_body::discard_unread_body,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .layer(

@@ -6,7 +6,7 @@
 //! still writing its body (Node's `http`, so the official OpenAI Node SDK) fails with
 //! `EPIPE`/`ECONNRESET` and never sees the status, the error envelope or `Retry-After`.
 //! This layer discards the unread rest first, within the body limit and
-//! [`DRAIN_TIMEOUT`], as nginx's lingering close does. It leaves alone a request that
+//! [`DISCARD_TIMEOUT`], as nginx's lingering close does. It leaves alone a request that
 //! sent `Expect: 100-continue` whose body was never asked for: that client waits for
 //! the answer without uploading.
 
@@ -23,7 +23,7 @@ use axum::response::Response;
 use futures_util::{Stream, StreamExt};
 
 /// Longest time spent discarding an unread upload; past it the connection is closed.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DISCARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a dropped body had left.
 struct Leftover {
@@ -55,7 +55,7 @@ impl Stream for Tracked {
         let item = std::task::ready!(stream.poll_next_unpin(cx));
         match &item {
             Some(Ok(bytes)) => this.seen += bytes.len(),
-            // A broken body is not worth draining.
+            // A broken body is not worth discarding.
             Some(Err(_)) | None => this.finished = true,
         }
         Poll::Ready(item)
@@ -79,7 +79,7 @@ impl Drop for Tracked {
 }
 
 /// The middleware; `limit` is the largest body the server reads at all.
-pub async fn drain_unread_body(
+pub async fn discard_unread_body(
     State(limit): State<usize>,
     request: Request,
     next: Next,
@@ -114,7 +114,7 @@ pub async fn drain_unread_body(
     if let Some(leftover) = leftover {
         if leftover.polled || !expects_continue {
             let budget = limit.saturating_sub(leftover.seen);
-            if tokio::time::timeout(DRAIN_TIMEOUT, discard(leftover.stream, budget))
+            if tokio::time::timeout(DISCARD_TIMEOUT, discard(leftover.stream, budget))
                 .await
                 .is_err()
             {
@@ -156,7 +156,7 @@ mod tests {
             )
             .layer(axum::middleware::from_fn_with_state(
                 8 * 1024 * 1024,
-                drain_unread_body,
+                discard_unread_body,
             ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -207,7 +207,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_early_answer_reaches_a_client_still_uploading() {
         let address = serve().await;
-        // 4 MiB is far more than the socket buffers hold: without the drain the writes
+        // 4 MiB is far more than the socket buffers hold: without discarding the writes
         // fail with a reset connection.
         let status = upload_blocking(address, "/reject", 4 * 1024 * 1024).await;
         assert_eq!(status.as_deref(), Ok("HTTP/1.1 401 Unauthorized"));

@@ -1,0 +1,115 @@
+//! Every `steno_*` metric `/metrics` renders: the HTTP ones here, the worker's
+//! ([`steno_engine::Metrics`]) registered in the same registry. Metric names are
+//! public (deploy/observability and the e2e tests scrape them): never rename one.
+
+use std::sync::Arc;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use steno_engine::metrics::{registered, LATENCY_BUCKETS};
+
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by route and status.
+    pub requests: IntCounterVec,
+    /// HTTP latency by route, upload to last byte.
+    pub request_duration: HistogramVec,
+    /// Audio requests holding a concurrency permit (uploading, decoding audio, queued
+    /// or transcribing).
+    pub requests_in_flight: IntGauge,
+    /// `steno_rejections_total`, shared with the engine (which counts
+    /// `engine_full`); the server counts `concurrency` (no permit left).
+    pub rejections: IntCounterVec,
+    engine: Arc<steno_engine::Metrics>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let engine = Arc::new(steno_engine::Metrics::register(&registry));
+        let requests = IntCounterVec::new(
+            Opts::new("steno_requests_total", "HTTP requests by route and status"),
+            &["route", "status"],
+        )
+        .expect("valid counter");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "steno_request_duration_seconds",
+                "HTTP request latency, upload to last byte",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid histogram");
+        let requests_in_flight = IntGauge::new(
+            "steno_requests_in_flight",
+            "Audio requests holding a concurrency permit: uploading, decoding, queued or transcribing",
+        )
+        .expect("valid gauge");
+        Self {
+            requests: registered(&registry, requests),
+            request_duration: registered(&registry, request_duration),
+            requests_in_flight: registered(&registry, requests_in_flight),
+            rejections: engine.rejections.clone(),
+            engine,
+            registry,
+        }
+    }
+
+    /// The worker's metrics, for [`steno_engine::Engine::start`].
+    pub fn engine(&self) -> Arc<steno_engine::Metrics> {
+        self.engine.clone()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        if let Err(e) = encoder.encode_utf8(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "rendering metrics failed");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_registry_renders_http_and_worker_metrics_under_their_old_names() {
+        let metrics = Metrics::new();
+        metrics
+            .requests
+            .with_label_values(&["/health", "200"])
+            .inc();
+        metrics.rejections.with_label_values(&["concurrency"]).inc();
+        metrics.engine().queue_depth.set(3);
+        let text = metrics.render();
+        for line in [
+            "steno_requests_total{route=\"/health\",status=\"200\"} 1",
+            "steno_rejections_total{reason=\"concurrency\"} 1",
+            "steno_queue_depth 3",
+            "steno_jobs_queued 0",
+            "steno_windows_waiting 0",
+            "steno_requests_in_flight 0",
+            "steno_worker_healthy 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        assert_eq!(
+            metrics
+                .engine()
+                .rejections
+                .with_label_values(&["concurrency"])
+                .get(),
+            1,
+            "the server and the engine count into one series"
+        );
+    }
+}
