@@ -201,10 +201,11 @@ pub struct TranscriptionForm {
     pub stream: Option<bool>,
     /// `auto` or a `{"type":"server_vad"}` object (or `chunking_strategy[type]=server_vad`):
     /// cut the audio at pauses found by voice activity detection and decode the
-    /// pieces in parallel (Steno's `batched` mode).
+    /// pieces in parallel (Steno's `parallel` mode).
     pub chunking_strategy: Option<String>,
     /// Steno extension: `sequential` (OpenAI's long-form algorithm, default) or
-    /// `batched` (windows cut at pauses, decoded in parallel).
+    /// `parallel` (windows cut at pauses, decoded in parallel; `batched`, its former
+    /// name, is still accepted).
     pub mode: Option<String>,
     /// Sample rate of `audio/pcm` uploads (default 24000).
     pub sample_rate: Option<u32>,

@@ -1,4 +1,5 @@
-//! Uploads are decoded in a child process (`steno decode-child`), one per upload.
+//! The audio decoder: uploads are decoded to samples in a child process
+//! (`steno decode-child`, "the decoder child"), one per upload.
 //!
 //! symphonia allocates sizes a file declares before reading them, and a failed allocation
 //! aborts the process. A crafted WebM a few hundred bytes long was enough to take the whole
@@ -7,7 +8,8 @@
 //! when decoding outlives `limits.request_timeout_seconds`. Spawning it costs a few
 //! milliseconds, small next to transcription.
 
-use std::path::PathBuf;
+use std::io::PipeReader;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -16,8 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::ApiError;
 
-/// How uploads are decoded: in a child process running `program decode-child`, or in
-/// process where this executable cannot be found.
+/// The audio decoder: decodes uploads (any container [`steno_audio`] reads) to samples,
+/// each in its own child process running `program decode-child` ("the decoder child"),
+/// or in process where this executable cannot be found. Not Whisper's text decoder.
 #[derive(Clone, Debug)]
 pub struct Decoder {
     program: Option<PathBuf>,
@@ -40,6 +43,8 @@ impl Decoder {
         Decoder { program }
     }
 
+    /// The upload's audio; `hint` is its file extension. A child still decoding after
+    /// `timeout` is killed (400).
     pub async fn decode(
         &self,
         bytes: Vec<u8>,
@@ -47,78 +52,95 @@ impl Decoder {
         limits: Limits,
         timeout: Duration,
     ) -> Result<Audio, ApiError> {
-        let Some(program) = &self.program else {
-            return tokio::task::spawn_blocking(move || {
+        match &self.program {
+            Some(program) => decode_in_child(program, bytes, hint, limits, timeout).await,
+            None => tokio::task::spawn_blocking(move || {
                 steno_audio::decode_owned(bytes, hint.as_deref(), &limits)
             })
             .await
             .map_err(ApiError::internal)?
-            .map_err(ApiError::from);
-        };
-        // The reply comes through a blocking pipe, read on a blocking thread.
-        let (stdout, child_stdout) = std::io::pipe()
-            .map_err(|e| ApiError::internal(format!("a pipe for the decoder: {e}")))?;
-        let mut process = {
-            // The command holds the pipe's write end: dropped here, so that the reply reads
-            // to its end when the child exits.
-            let mut command = tokio::process::Command::new(program);
-            command
-                .arg(SUBCOMMAND)
-                .stdin(Stdio::piped())
-                .stdout(child_stdout)
-                .stderr(Stdio::piped())
-                .kill_on_drop(true);
-            command
-                .spawn()
-                .map_err(|e| ApiError::internal(format!("starting the decoder process: {e}")))?
-        };
-        let (Some(mut stdin), Some(mut stderr)) = (process.stdin.take(), process.stderr.take())
-        else {
-            return Err(ApiError::internal("the decoder process has no pipes"));
-        };
-        let header = child::request_header(bytes.len(), hint.as_deref(), &limits);
-        // A child that dies mid-upload makes these writes fail; its reply says why.
-        let write = async move {
-            let _ = stdin.write_all(&header).await;
-            let _ = stdin.write_all(&bytes).await;
-        };
-        let read = tokio::task::spawn_blocking(move || child::read_reply(stdout, &limits));
-        let log = async move {
-            let mut kept = Vec::new();
-            let mut buffer = [0; 1024];
-            while let Ok(n @ 1..) = stderr.read(&mut buffer).await {
-                let room = STDERR_KEPT.saturating_sub(kept.len());
-                kept.extend_from_slice(&buffer[..n.min(room)]);
-            }
-            String::from_utf8_lossy(&kept).trim().to_string()
-        };
-        let finished = tokio::time::timeout(timeout, async {
-            let ((), reply, log) = tokio::join!(write, read, log);
-            (reply, log, process.wait().await)
-        })
-        .await;
-        let Ok((reply, log, status)) = finished else {
-            // Dropping the future dropped the child, which kills it.
-            return Err(ApiError::invalid(
-                format!(
-                    "could not decode the audio: decoding took longer than {} s",
-                    timeout.as_secs()
-                ),
-                Some("file"),
-            ));
-        };
-        match reply.map_err(ApiError::internal)? {
-            Ok(result) => result.map_err(ApiError::from),
-            Err(e) => {
-                let status = status.map_or_else(|e| e.to_string(), describe);
-                tracing::warn!(%status, reply = %e, stderr = %log, "the decoder process failed on an upload");
-                Err(AudioError::Corrupt(format!(
-                    "the decoder stopped on this file ({status}); it is damaged or not audio"
-                ))
-                .into())
-            }
+            .map_err(ApiError::from),
         }
     }
+}
+
+/// One child per upload: the upload goes in on stdin, the reply comes back on stdout,
+/// stderr is kept for the log.
+async fn decode_in_child(
+    program: &Path,
+    bytes: Vec<u8>,
+    hint: Option<String>,
+    limits: Limits,
+    timeout: Duration,
+) -> Result<Audio, ApiError> {
+    let (mut process, stdout) = spawn_child(program)?;
+    let (Some(mut stdin), Some(stderr)) = (process.stdin.take(), process.stderr.take()) else {
+        return Err(ApiError::internal("the decoder process has no pipes"));
+    };
+    let header = child::request_header(bytes.len(), hint.as_deref(), &limits);
+    // A child that dies mid-upload makes these writes fail; its reply says why.
+    let write = async move {
+        let _ = stdin.write_all(&header).await;
+        let _ = stdin.write_all(&bytes).await;
+    };
+    let read = tokio::task::spawn_blocking(move || child::read_reply(stdout, &limits));
+    let finished = tokio::time::timeout(timeout, async {
+        let ((), reply, log) = tokio::join!(write, read, stderr_text(stderr));
+        (reply, log, process.wait().await)
+    })
+    .await;
+    let Ok((reply, log, status)) = finished else {
+        // Dropping the future dropped the child, which kills it.
+        return Err(ApiError::invalid(
+            format!(
+                "could not decode the audio: decoding took longer than {} s",
+                timeout.as_secs()
+            ),
+            Some("file"),
+        ));
+    };
+    match reply.map_err(ApiError::internal)? {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => {
+            let status = status.map_or_else(|e| e.to_string(), describe);
+            tracing::warn!(%status, reply = %e, stderr = %log, "the decoder process failed on an upload");
+            Err(AudioError::Corrupt(format!(
+                "the decoder stopped on this file ({status}); it is damaged or not audio"
+            ))
+            .into())
+        }
+    }
+}
+
+/// Starts `program decode-child`, killed when dropped. The reply comes through a
+/// blocking pipe (read on a blocking thread), returned beside the child.
+fn spawn_child(program: &Path) -> Result<(tokio::process::Child, PipeReader), ApiError> {
+    let (stdout, child_stdout) =
+        std::io::pipe().map_err(|e| ApiError::internal(format!("a pipe for the decoder: {e}")))?;
+    // The command holds the pipe's write end: dropped on return, so that the reply reads
+    // to its end when the child exits.
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg(SUBCOMMAND)
+        .stdin(Stdio::piped())
+        .stdout(child_stdout)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let process = command
+        .spawn()
+        .map_err(|e| ApiError::internal(format!("starting the decoder process: {e}")))?;
+    Ok((process, stdout))
+}
+
+/// The first [`STDERR_KEPT`] bytes the child writes to stderr, read to its end.
+async fn stderr_text(mut stderr: tokio::process::ChildStderr) -> String {
+    let mut kept = Vec::new();
+    let mut buffer = [0; 1024];
+    while let Ok(n @ 1..) = stderr.read(&mut buffer).await {
+        let room = STDERR_KEPT.saturating_sub(kept.len());
+        kept.extend_from_slice(&buffer[..n.min(room)]);
+    }
+    String::from_utf8_lossy(&kept).trim().to_string()
 }
 
 /// For the child, first thing: a decoder that aborts on a hostile upload must not leave a

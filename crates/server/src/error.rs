@@ -1,5 +1,6 @@
 //! One table from failures to HTTP status and OpenAI's error envelope
-//! `{"error":{"message","type","param","code"}}` (DESIGN.md §4).
+//! `{"error":{"message","type","param","code"}}` (the status table is in
+//! `docs/ARCHITECTURE.md`, section "Errors").
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -136,7 +137,7 @@ impl From<EngineError> for ApiError {
             EngineError::Unavailable | EngineError::ModelUnavailable(_) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, SERVER, message)
             }
-            EngineError::InvalidRequest(m) => Self::invalid(m, None),
+            EngineError::InvalidRequest(_) => Self::invalid(message, None),
             EngineError::DeadlineExceeded => {
                 Self::new(StatusCode::GATEWAY_TIMEOUT, SERVER, message)
             }
@@ -192,6 +193,15 @@ mod tests {
             status_and_type(EngineError::DeadlineExceeded.into()),
             (504, SERVER)
         );
+        // The model's own words, 400 without a param (the form checks fields first).
+        let refused = ApiError::from(EngineError::InvalidRequest(
+            steno_whisper::WhisperError::UnsupportedLanguage("xx".into()),
+        ));
+        assert_eq!(
+            (refused.status.as_u16(), refused.kind, refused.param),
+            (400, INVALID, None)
+        );
+        assert_eq!(refused.message, "unsupported language `xx`");
         let internal = ApiError::from(EngineError::Internal("MLX: out of memory at 0x1".into()));
         assert_eq!(internal.status.as_u16(), 500);
         assert!(

@@ -4,7 +4,7 @@
 
 use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::Multipart;
-use steno_whisper::{Mode, Task};
+use steno_whisper::{Mode, Task, WhisperError};
 
 use crate::error::ApiError;
 use crate::formats::Format;
@@ -73,158 +73,259 @@ pub struct AudioForm {
 }
 
 /// Reads and checks the whole form; `max_file_bytes` bounds the file part as it
-/// streams in (413 past it).
+/// streams in (413 past it). Fields are checked in the order they arrive, so the first
+/// invalid one is the error.
 pub async fn read(
     form: &mut Multipart,
     task: Task,
     max_file_bytes: usize,
 ) -> Result<AudioForm, ApiError> {
-    let mut file: Option<Upload> = None;
-    let mut model = None;
-    let mut language = None;
-    let mut prompt = None;
-    let mut format = Format::Json;
-    let mut temperature = None;
-    let (mut segment_timestamps, mut word_timestamps, mut granularities_given) =
-        (false, false, false);
-    let mut logprobs = false;
-    let mut stream = false;
-    let mut chunked = false;
-    let mut mode = None;
-    let mut sample_rate = DEFAULT_PCM_RATE;
+    let mut fields = Fields::new(task);
     while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_string();
         if name == "file" {
-            if file.is_some() {
+            if fields.file.is_some() {
                 return Err(ApiError::invalid(
                     "Only one file may be uploaded.",
                     Some("file"),
                 ));
             }
-            file = Some(read_file(&mut field, max_file_bytes).await?);
+            fields.file = Some(read_file(&mut field, max_file_bytes).await?);
             continue;
         }
         let value = field.text().await.map_err(multipart_error)?;
-        let value = value.trim();
-        match name.as_str() {
-            "model" => model = Some(value.to_string()).filter(|m| !m.is_empty()),
-            "language" if task == Task::Transcribe && !value.is_empty() => {
-                if steno_whisper::tokenizer::language_code(value).is_none() {
-                    return Err(ApiError::invalid(
-                        format!("Unsupported language {:?}: expected an ISO-639-1 code such as \"en\".", echo(value)),
-                        Some("language"),
-                    ));
-                }
-                language = Some(value.to_string());
+        fields.accept(&name, value.trim())?;
+    }
+    fields.finish()
+}
+
+/// The form as read so far: each text field checked as it arrives, the required ones
+/// checked at the end.
+#[derive(Debug)]
+struct Fields {
+    task: Task,
+    file: Option<Upload>,
+    model: Option<String>,
+    language: Option<String>,
+    prompt: Option<String>,
+    format: Format,
+    temperature: Option<f32>,
+    segment_timestamps: bool,
+    word_timestamps: bool,
+    granularities_given: bool,
+    logprobs: bool,
+    stream: bool,
+    /// `chunking_strategy` was given: parallel mode unless `mode` says otherwise.
+    chunked: bool,
+    mode: Option<Mode>,
+    sample_rate: u32,
+}
+
+impl Fields {
+    fn new(task: Task) -> Self {
+        Self {
+            task,
+            file: None,
+            model: None,
+            language: None,
+            prompt: None,
+            format: Format::Json,
+            temperature: None,
+            segment_timestamps: false,
+            word_timestamps: false,
+            granularities_given: false,
+            logprobs: false,
+            stream: false,
+            chunked: false,
+            mode: None,
+            sample_rate: DEFAULT_PCM_RATE,
+        }
+    }
+
+    /// One text field (`value` trimmed). Unknown fields (and the
+    /// `chunking_strategy[...]` tuning knobs) are ignored, as OpenAI does, for forward
+    /// compatibility.
+    fn accept(&mut self, name: &str, value: &str) -> Result<(), ApiError> {
+        match name {
+            "model" => self.model = Some(value.to_string()).filter(|m| !m.is_empty()),
+            // Translation always ends in English: the field means nothing there.
+            "language" if self.task == Task::Transcribe && !value.is_empty() => {
+                self.language = Some(language(value)?);
             }
-            "prompt" if !value.is_empty() => prompt = Some(tail(value, MAX_PROMPT_CHARS).to_string()),
-            "response_format" => {
-                format = match value {
-                    "json" | "text" | "srt" | "vtt" | "verbose_json" => {
-                        value.parse().map_err(|e: String| ApiError::invalid(e, Some("response_format")))?
-                    }
-                    other => {
-                        return Err(ApiError::invalid(
-                            format!("Invalid response_format {:?}: expected json, text, srt, verbose_json or vtt.", echo(other)),
-                            Some("response_format"),
-                        ))
-                    }
-                }
+            "prompt" if !value.is_empty() => {
+                self.prompt = Some(tail(value, MAX_PROMPT_CHARS).to_string());
             }
-            "temperature" => {
-                let t: f32 = value
-                    .parse()
-                    .ok()
-                    .filter(|t: &f32| (0.0..=1.0).contains(t))
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            format!("Invalid temperature {:?}: expected a number from 0 to 1.", echo(value)),
-                            Some("temperature"),
-                        )
-                    })?;
-                temperature = (t > 0.0).then_some(t);
-            }
+            "response_format" => self.format = response_format(value)?,
+            "temperature" => self.temperature = temperature(value)?,
             "timestamp_granularities[]" | "timestamp_granularities" => {
-                granularities_given = true;
-                for g in list_items(value) {
-                    match g.as_str() {
-                        "word" => word_timestamps = true,
-                        "segment" => segment_timestamps = true,
-                        other => {
-                            return Err(ApiError::invalid(
-                                format!("Invalid timestamp granularity {:?}: expected word or segment.", echo(other)),
-                                Some("timestamp_granularities"),
-                            ))
-                        }
+                self.granularities_given = true;
+                for granularity in list_items(value) {
+                    match timestamp_granularity(&granularity)? {
+                        Granularity::Word => self.word_timestamps = true,
+                        Granularity::Segment => self.segment_timestamps = true,
                     }
                 }
             }
             "include[]" | "include" => {
                 for item in list_items(value) {
-                    if item != "logprobs" {
-                        return Err(ApiError::invalid(
-                            format!("Invalid include {:?}: only logprobs is supported.", echo(&item)),
-                            Some("include"),
-                        ));
-                    }
-                    logprobs = true;
+                    include(&item)?;
+                    self.logprobs = true;
                 }
             }
-            "stream" => stream = parse_bool(value, "stream")?,
+            "stream" => self.stream = parse_bool(value, "stream")?,
             "chunking_strategy" | "chunking_strategy[type]" => {
-                chunked = chunking_strategy(value)?;
+                self.chunked = chunking_strategy(value)?;
             }
-            "mode" => {
-                mode = Some(value.parse().map_err(|e: steno_whisper::WhisperError| {
-                    ApiError::invalid(e.to_string().replace("invalid decoding option: ", ""), Some("mode"))
-                })?)
-            }
-            "sample_rate" => {
-                sample_rate = value
-                    .parse()
-                    .ok()
-                    .filter(|r| (8_000..=192_000).contains(r))
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            format!("Invalid sample_rate {:?}: expected 8000 to 192000.", echo(value)),
-                            Some("sample_rate"),
-                        )
-                    })?
-            }
-            // Unknown fields (and the chunking_strategy[...] tuning knobs) are
-            // ignored, as OpenAI does, for forward compatibility.
+            "mode" => self.mode = Some(mode(value)?),
+            "sample_rate" => self.sample_rate = sample_rate(value)?,
             _ => {}
         }
+        Ok(())
     }
-    let file = file.ok_or_else(|| {
+
+    /// The checked form, once every part has been read.
+    fn finish(self) -> Result<AudioForm, ApiError> {
+        let file = self.file.ok_or_else(|| {
+            ApiError::invalid(
+                "A file is required: upload the audio as the multipart field `file`.",
+                Some("file"),
+            )
+        })?;
+        let model = self.model.ok_or_else(|| {
+            ApiError::invalid("A model is required (e.g. whisper-1).", Some("model"))
+        })?;
+        if model.chars().count() > MAX_MODEL_CHARS {
+            return Err(ApiError::model_not_found(&echo(&model)));
+        }
+        let mode = match self.mode {
+            None if self.chunked => Some(Mode::Parallel),
+            mode => mode,
+        };
+        Ok(AudioForm {
+            file,
+            model,
+            language: self.language,
+            prompt: self.prompt,
+            format: self.format,
+            temperature: self.temperature,
+            segment_timestamps: self.segment_timestamps,
+            word_timestamps: self.word_timestamps,
+            granularities_given: self.granularities_given,
+            logprobs: self.logprobs,
+            stream: self.stream,
+            mode,
+            sample_rate: self.sample_rate,
+        })
+    }
+}
+
+/// A spoken language Whisper knows (code or English name), kept as given.
+fn language(value: &str) -> Result<String, ApiError> {
+    if steno_whisper::tokenizer::language_code(value).is_none() {
+        return Err(ApiError::invalid(
+            format!(
+                "Unsupported language {:?}: expected an ISO-639-1 code such as \"en\".",
+                echo(value)
+            ),
+            Some("language"),
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// One of OpenAI's response formats, by its exact name.
+fn response_format(value: &str) -> Result<Format, ApiError> {
+    Format::from_openai_name(value).ok_or_else(|| {
         ApiError::invalid(
-            "A file is required: upload the audio as the multipart field `file`.",
-            Some("file"),
+            format!(
+                "Invalid response_format {:?}: expected {}.",
+                echo(value),
+                Format::openai_names()
+            ),
+            Some("response_format"),
         )
-    })?;
-    let model = model
-        .ok_or_else(|| ApiError::invalid("A model is required (e.g. whisper-1).", Some("model")))?;
-    if model.chars().count() > MAX_MODEL_CHARS {
-        return Err(ApiError::model_not_found(&echo(&model)));
-    }
-    if chunked && mode.is_none() {
-        mode = Some(Mode::Batched);
-    }
-    Ok(AudioForm {
-        file,
-        model,
-        language,
-        prompt,
-        format,
-        temperature,
-        segment_timestamps,
-        word_timestamps,
-        granularities_given,
-        logprobs,
-        stream,
-        mode,
-        sample_rate,
     })
+}
+
+/// 0 to 1; `None` for 0 (greedy with the fallback ladder).
+fn temperature(value: &str) -> Result<Option<f32>, ApiError> {
+    let t: f32 = value
+        .parse()
+        .ok()
+        .filter(|t: &f32| (0.0..=1.0).contains(t))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                format!(
+                    "Invalid temperature {:?}: expected a number from 0 to 1.",
+                    echo(value)
+                ),
+                Some("temperature"),
+            )
+        })?;
+    Ok((t > 0.0).then_some(t))
+}
+
+/// What `timestamp_granularities` may ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Granularity {
+    Word,
+    Segment,
+}
+
+fn timestamp_granularity(item: &str) -> Result<Granularity, ApiError> {
+    match item {
+        "word" => Ok(Granularity::Word),
+        "segment" => Ok(Granularity::Segment),
+        other => Err(ApiError::invalid(
+            format!(
+                "Invalid timestamp granularity {:?}: expected word or segment.",
+                echo(other)
+            ),
+            Some("timestamp_granularities"),
+        )),
+    }
+}
+
+/// An `include` item: only `logprobs` exists.
+fn include(item: &str) -> Result<(), ApiError> {
+    if item != "logprobs" {
+        return Err(ApiError::invalid(
+            format!(
+                "Invalid include {:?}: only logprobs is supported.",
+                echo(item)
+            ),
+            Some("include"),
+        ));
+    }
+    Ok(())
+}
+
+/// Steno's `mode` extension; the message is the whisper crate's own.
+fn mode(value: &str) -> Result<Mode, ApiError> {
+    value.parse().map_err(|e: WhisperError| {
+        let message = match e {
+            WhisperError::InvalidOption(message) => message,
+            other => other.to_string(),
+        };
+        ApiError::invalid(message, Some("mode"))
+    })
+}
+
+/// The rate of a raw PCM upload: 8 to 192 kHz.
+fn sample_rate(value: &str) -> Result<u32, ApiError> {
+    value
+        .parse()
+        .ok()
+        .filter(|r| (8_000..=192_000).contains(r))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                format!(
+                    "Invalid sample_rate {:?}: expected 8000 to 192000.",
+                    echo(value)
+                ),
+                Some("sample_rate"),
+            )
+        })
 }
 
 async fn read_file(field: &mut Field<'_>, max_bytes: usize) -> Result<Upload, ApiError> {
@@ -318,6 +419,234 @@ fn chunking_strategy(value: &str) -> Result<bool, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fields, as a client sends them, on a transcription; `Err` holds the error's
+    /// `param`.
+    fn fields(parts: &[(&str, &str)]) -> Result<Fields, Option<&'static str>> {
+        let mut fields = Fields::new(Task::Transcribe);
+        for (name, value) in parts {
+            fields
+                .accept(name, value)
+                .map_err(|e| e.body().error.param)?;
+        }
+        Ok(fields)
+    }
+
+    fn message(e: ApiError) -> String {
+        e.body().error.message
+    }
+
+    #[test]
+    fn text_fields_parse() {
+        let f = fields(&[
+            ("model", "whisper-1"),
+            ("language", "de"),
+            ("prompt", "Müller"),
+            ("response_format", "verbose_json"),
+            ("temperature", "0.4"),
+            ("timestamp_granularities[]", "word"),
+            ("include[]", "logprobs"),
+            ("stream", "true"),
+            ("mode", "parallel"),
+            ("sample_rate", "48000"),
+            ("some_future_field", "whatever"),
+        ])
+        .unwrap();
+        assert_eq!(f.model.as_deref(), Some("whisper-1"));
+        assert_eq!(f.language.as_deref(), Some("de"));
+        assert_eq!(f.prompt.as_deref(), Some("Müller"));
+        assert_eq!(f.format, Format::VerboseJson);
+        assert_eq!(f.temperature, Some(0.4));
+        assert!(f.word_timestamps && !f.segment_timestamps && f.granularities_given);
+        assert!(f.logprobs && f.stream);
+        assert_eq!(f.mode, Some(Mode::Parallel));
+        assert_eq!(f.sample_rate, 48_000);
+    }
+
+    #[test]
+    fn defaults_when_fields_are_absent() {
+        let f = fields(&[]).unwrap();
+        assert_eq!(f.format, Format::Json);
+        assert_eq!(f.temperature, None);
+        assert_eq!(f.sample_rate, DEFAULT_PCM_RATE);
+        assert!(!f.granularities_given && !f.logprobs && !f.stream);
+        assert_eq!(f.mode, None);
+        // Empty values mean "not given".
+        let f = fields(&[("model", ""), ("language", ""), ("prompt", "")]).unwrap();
+        assert_eq!((f.model, f.language, f.prompt), (None, None, None));
+        // 0 is greedy with the fallback ladder, like no temperature at all.
+        assert_eq!(fields(&[("temperature", "0")]).unwrap().temperature, None);
+    }
+
+    #[test]
+    fn each_invalid_field_names_itself() {
+        for (name, value, param) in [
+            ("language", "klingon", "language"),
+            ("response_format", "JSON", "response_format"),
+            ("response_format", "tsv", "response_format"),
+            ("response_format", "", "response_format"),
+            ("temperature", "1.5", "temperature"),
+            ("temperature", "warm", "temperature"),
+            (
+                "timestamp_granularities[]",
+                "char",
+                "timestamp_granularities",
+            ),
+            (
+                "timestamp_granularities",
+                "[\"word\",\"char\"]",
+                "timestamp_granularities",
+            ),
+            ("include[]", "tokens", "include"),
+            ("stream", "maybe", "stream"),
+            ("chunking_strategy", "fast", "chunking_strategy"),
+            ("mode", "fast", "mode"),
+            ("sample_rate", "4000", "sample_rate"),
+            ("sample_rate", "fast", "sample_rate"),
+        ] {
+            assert_eq!(
+                fields(&[(name, value)]).err(),
+                Some(Some(param)),
+                "{name}={value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn messages_quote_the_value_and_the_choices() {
+        assert_eq!(
+            message(response_format("xml").unwrap_err()),
+            "Invalid response_format \"xml\": expected json, text, srt, verbose_json or vtt."
+        );
+        // The whisper crate's own words, without its "invalid decoding option: " prefix.
+        let Err(WhisperError::InvalidOption(words)) = "fast".parse::<Mode>() else {
+            panic!("fast is no mode");
+        };
+        assert_eq!(message(mode("fast").unwrap_err()), words);
+        assert!(words.contains("\"fast\""), "{words}");
+        assert_eq!(
+            message(temperature("2").unwrap_err()),
+            "Invalid temperature \"2\": expected a number from 0 to 1."
+        );
+    }
+
+    #[test]
+    fn translations_ignore_language() {
+        let mut f = Fields::new(Task::Translate);
+        f.accept("language", "klingon").unwrap();
+        assert_eq!(f.language, None);
+    }
+
+    #[test]
+    fn granularities_accumulate_over_parts_and_arrays() {
+        let f = fields(&[
+            ("timestamp_granularities[]", "segment"),
+            ("timestamp_granularities[]", "[\"word\"]"),
+        ])
+        .unwrap();
+        assert!(f.segment_timestamps && f.word_timestamps);
+    }
+
+    fn upload() -> Upload {
+        Upload {
+            bytes: vec![1, 2],
+            filename: Some("a.wav".into()),
+            content_type: None,
+        }
+    }
+
+    #[test]
+    fn finish_wants_a_file_and_a_model() {
+        let f = fields(&[("model", "whisper-1")]).unwrap();
+        let missing_file = f.finish().unwrap_err().body().error;
+        assert_eq!(missing_file.param, Some("file"));
+        let mut f = fields(&[]).unwrap();
+        f.file = Some(upload());
+        assert_eq!(f.finish().unwrap_err().body().error.param, Some("model"));
+        let mut f = fields(&[("model", &"m".repeat(MAX_MODEL_CHARS + 1))]).unwrap();
+        f.file = Some(upload());
+        let too_long = f.finish().unwrap_err();
+        assert_eq!(too_long.status().as_u16(), 404);
+        assert!(too_long.body().error.message.contains('…'));
+    }
+
+    #[test]
+    fn chunking_means_parallel_unless_mode_says_otherwise() {
+        let finish = |parts: &[(&str, &str)]| {
+            let mut f = fields(parts).unwrap();
+            f.file = Some(upload());
+            f.model = Some("whisper-1".into());
+            f.finish().unwrap().mode
+        };
+        assert_eq!(finish(&[]), None);
+        assert_eq!(
+            finish(&[("chunking_strategy", "auto")]),
+            Some(Mode::Parallel)
+        );
+        assert_eq!(
+            finish(&[("mode", "sequential"), ("chunking_strategy", "auto")]),
+            Some(Mode::Sequential)
+        );
+        assert_eq!(
+            finish(&[
+                ("chunking_strategy[type]", "server_vad"),
+                ("mode", "sequential")
+            ]),
+            Some(Mode::Sequential)
+        );
+    }
+
+    /// A multipart body with `boundary` "B" and the parts (name, filename, value).
+    async fn multipart(parts: &[(&str, Option<&str>, &str)]) -> Multipart {
+        use axum::extract::FromRequest;
+        let mut body = String::new();
+        for (name, filename, value) in parts {
+            let filename = filename.map_or(String::new(), |f| format!("; filename=\"{f}\""));
+            body.push_str(&format!(
+                "--B\r\nContent-Disposition: form-data; name=\"{name}\"{filename}\r\n\r\n{value}\r\n"
+            ));
+        }
+        body.push_str("--B--\r\n");
+        let request = axum::http::Request::builder()
+            .method("POST")
+            .header("content-type", "multipart/form-data; boundary=B")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        Multipart::from_request(request, &()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn read_takes_the_file_and_the_fields() {
+        let mut body = multipart(&[
+            ("file", Some("clip.MP3"), "ID3"),
+            ("model", None, " whisper-1 "),
+            ("response_format", None, "srt"),
+        ])
+        .await;
+        let form = read(&mut body, Task::Transcribe, 100).await.unwrap();
+        assert_eq!(form.file.bytes, b"ID3");
+        assert_eq!(form.file.extension().as_deref(), Some("mp3"));
+        assert_eq!(form.model, "whisper-1");
+        assert_eq!(form.format, Format::Srt);
+    }
+
+    #[tokio::test]
+    async fn read_refuses_two_files_and_big_ones() {
+        let mut body = multipart(&[
+            ("file", Some("a.wav"), "RIFF"),
+            ("file", Some("b.wav"), "RIFF"),
+        ])
+        .await;
+        let two = read(&mut body, Task::Transcribe, 100).await.unwrap_err();
+        assert_eq!(message(two), "Only one file may be uploaded.");
+        let mut body = multipart(&[("file", Some("a.wav"), "RIFF....")]).await;
+        let big = read(&mut body, Task::Transcribe, 4).await.unwrap_err();
+        assert_eq!(big.status().as_u16(), 413);
+        assert_eq!(
+            message(big),
+            "The file is larger than the 4-byte upload limit."
+        );
+    }
 
     #[test]
     fn long_values_are_cut() {

@@ -17,26 +17,73 @@ pub enum Format {
     Tsv,
 }
 
+/// Every rendering by its name, in the order messages list them: the one list of formats.
+/// `response_format` accepts the [`Format::is_openai`] ones; the CLI's `--format` all of
+/// them, and `txt` for [`Format::Text`].
+const NAMES: [(&str, Format); 6] = [
+    ("json", Format::Json),
+    ("text", Format::Text),
+    ("srt", Format::Srt),
+    ("verbose_json", Format::VerboseJson),
+    ("vtt", Format::Vtt),
+    ("tsv", Format::Tsv),
+];
+
+/// The CLI's other name for [`Format::Text`], after the file extension.
+const TEXT_ALIAS: &str = "txt";
+
 impl std::str::FromStr for Format {
     type Err = String;
+    /// Any format by name (the CLI's `--format`).
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "json" => Format::Json,
-            "text" | "txt" => Format::Text,
-            "srt" => Format::Srt,
-            "vtt" => Format::Vtt,
-            "verbose_json" => Format::VerboseJson,
-            "tsv" => Format::Tsv,
-            other => {
-                return Err(format!(
-                    "unknown format {other:?}: expected json, text, srt, vtt, verbose_json or tsv"
-                ))
-            }
+        if s == TEXT_ALIAS {
+            return Ok(Format::Text);
+        }
+        Format::named(s, |_| true).ok_or_else(|| {
+            format!(
+                "unknown format {s:?}: expected {}",
+                Format::listed(|_| true)
+            )
         })
     }
 }
 
 impl Format {
+    /// Whether OpenAI's API has this format (`tsv` is the CLI's own).
+    pub fn is_openai(self) -> bool {
+        self != Format::Tsv
+    }
+
+    /// A `response_format` value: one of OpenAI's formats, by its exact name.
+    pub fn from_openai_name(name: &str) -> Option<Format> {
+        Format::named(name, Format::is_openai)
+    }
+
+    /// OpenAI's format names as a message lists them: `json, text, … or vtt`.
+    pub fn openai_names() -> String {
+        Format::listed(Format::is_openai)
+    }
+
+    fn named(name: &str, keep: impl Fn(Format) -> bool) -> Option<Format> {
+        NAMES
+            .iter()
+            .find(|(n, format)| *n == name && keep(*format))
+            .map(|(_, format)| *format)
+    }
+
+    fn listed(keep: impl Fn(Format) -> bool) -> String {
+        let names: Vec<&str> = NAMES
+            .iter()
+            .filter(|(_, format)| keep(*format))
+            .map(|(name, _)| *name)
+            .collect();
+        match names.split_last() {
+            Some((last, [])) => last.to_string(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    }
+
     /// The HTTP content type of the rendering (OpenAI sends text/plain for
     /// text, srt and vtt alike).
     pub fn content_type(self) -> &'static str {
@@ -222,6 +269,50 @@ mod tests {
             Format::VerboseJson
         );
         assert_eq!("txt".parse::<Format>().unwrap(), Format::Text);
-        assert!("xml".parse::<Format>().is_err());
+        assert_eq!("tsv".parse::<Format>().unwrap(), Format::Tsv);
+        assert_eq!(
+            "xml".parse::<Format>().unwrap_err(),
+            "unknown format \"xml\": expected json, text, srt, verbose_json, vtt or tsv"
+        );
+    }
+
+    #[test]
+    fn response_format_takes_openai_names_only() {
+        for (name, format) in [
+            ("json", Format::Json),
+            ("text", Format::Text),
+            ("srt", Format::Srt),
+            ("verbose_json", Format::VerboseJson),
+            ("vtt", Format::Vtt),
+        ] {
+            assert_eq!(Format::from_openai_name(name), Some(format), "{name}");
+        }
+        for name in ["tsv", "txt", "JSON", "", "json,text"] {
+            assert_eq!(Format::from_openai_name(name), None, "{name}");
+        }
+        assert_eq!(
+            Format::openai_names(),
+            "json, text, srt, verbose_json or vtt"
+        );
+    }
+
+    #[test]
+    fn every_format_has_one_name() {
+        for format in [
+            Format::Json,
+            Format::Text,
+            Format::Srt,
+            Format::Vtt,
+            Format::VerboseJson,
+            Format::Tsv,
+        ] {
+            let names: Vec<&str> = NAMES
+                .iter()
+                .filter(|(_, f)| *f == format)
+                .map(|(name, _)| *name)
+                .collect();
+            assert_eq!(names.len(), 1, "{format:?}: {names:?}");
+            assert_eq!(names[0].parse::<Format>().unwrap(), format);
+        }
     }
 }

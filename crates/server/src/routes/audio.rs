@@ -1,27 +1,31 @@
 //! `POST /v1/audio/transcriptions` and `POST /v1/audio/translations`.
 //!
-//! Admission (a permit, else 429) → form → model → decode on the blocking pool →
-//! the engine's queue → the rendered reply, or server-sent events when `stream`.
+//! [`handle`]: admission ([`admit`]: a permit, else 429) → the form ([`form::read`]) →
+//! the model → the audio ([`decode_audio`], in the decoder child) → the options
+//! ([`options::from_form`]) → the engine's queue (`Engine::submit`) → the rendered reply
+//! ([`respond`]), or server-sent events when `stream` ([`stream::events`]).
 
-use std::convert::Infallible;
+mod stream;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::{header, HeaderValue};
-use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, Stream, StreamExt};
-use steno_engine::{Delta, Metrics, Reply, ReplyReceiver, Request};
-use steno_whisper::{Task, TranscribeOptions};
+use steno_engine::{Reply, Request};
+use steno_whisper::Task;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::AppState;
-use crate::api::{Logprob, TextDeltaEvent, TextDoneEvent};
+use crate::api::Logprob;
+use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::form::{self, AudioForm};
 use crate::formats::{render, Rendering};
+use crate::metrics::Metrics;
+use crate::options;
 
 #[utoipa::path(post, path = "/v1/audio/transcriptions", tag = "audio",
     request_body(content = crate::api::TranscriptionForm, content_type = "multipart/form-data"),
@@ -56,6 +60,8 @@ pub async fn translations(
     handle(state, form, Task::Translate).await
 }
 
+/// Both routes: admit → read the form → decode the audio → submit to the engine →
+/// the rendered reply, or server-sent events when `stream`.
 async fn handle(
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
@@ -67,7 +73,46 @@ async fn handle(
             None,
         )
     })?;
-    // Draining (or a dead worker): refuse before reading the upload.
+    let permit = admit(&state)?;
+    let limits = &state.config.limits;
+    let mut form = form::read(&mut multipart, task, limits.max_upload_bytes).await?;
+    let model = state
+        .config
+        .resolve_model(&form.model)
+        .ok_or_else(|| ApiError::model_not_found(&form.model))?
+        .to_string();
+
+    let decode_started = Instant::now();
+    let samples = decode_audio(&state, &mut form).await?;
+    let decode_seconds = decode_started.elapsed().as_secs_f64();
+
+    let (deltas, delta_receiver) = if form.stream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let request = Request {
+        model,
+        deadline: Some(deadline(limits, steno_audio::seconds(samples.len()))),
+        samples,
+        options: options::from_form(&form, task),
+        logprobs: form.logprobs,
+        deltas,
+        span: tracing::Span::current(),
+    };
+    let receiver = state.engine.submit(request)?;
+    if let Some(deltas) = delta_receiver {
+        return Ok(stream::events(deltas, receiver, permit).into_response());
+    }
+    let reply = receiver.recv().await?;
+    drop(permit);
+    Ok(respond(&form, task, reply, decode_seconds))
+}
+
+/// Refuses early: 503 while draining (or with a dead worker) and 429 past
+/// `max_concurrent_requests`, before the upload is read.
+fn admit(state: &AppState) -> Result<Permit, ApiError> {
     if !state.engine.is_healthy() {
         return Err(steno_engine::EngineError::Unavailable.into());
     }
@@ -79,26 +124,22 @@ async fn handle(
             .inc();
         ApiError::overloaded()
     })?;
-    let permit = Permit::new(permit, state.metrics().clone());
-    let limits = &state.config.limits;
-    let mut form = form::read(&mut multipart, task, limits.max_upload_bytes).await?;
-    let model = state
-        .config
-        .resolve_model(&form.model)
-        .ok_or_else(|| ApiError::model_not_found(&form.model))?
-        .to_string();
+    Ok(Permit::new(permit, state.metrics().clone()))
+}
 
-    let decode_started = Instant::now();
+/// The upload as 16 kHz mono samples: raw PCM converted on the blocking pool, any
+/// container in the audio decoder child ([`crate::decoder::Decoder`]). Takes the bytes
+/// out of the form.
+async fn decode_audio(state: &AppState, form: &mut AudioForm) -> Result<Vec<f32>, ApiError> {
+    let limits = &state.config.limits;
     let audio_limits = steno_audio::Limits {
         max_bytes: limits.max_upload_bytes,
         max_duration_seconds: limits.max_audio_seconds,
         ..steno_audio::Limits::default()
     };
-    let upload_is_pcm = form.file.is_raw_pcm();
-    let hint = form.file.extension();
-    let sample_rate = form.sample_rate;
     let bytes = std::mem::take(&mut form.file.bytes);
-    let samples = if upload_is_pcm {
+    let audio = if form.file.is_raw_pcm() {
+        let sample_rate = form.sample_rate;
         tokio::task::spawn_blocking(move || {
             steno_audio::decode_raw_pcm_s16le(&bytes, sample_rate, None, &audio_limits)
         })
@@ -108,56 +149,35 @@ async fn handle(
         let timeout = Duration::from_secs_f64(limits.request_timeout_seconds);
         state
             .decoder
-            .decode(bytes, hint, audio_limits, timeout)
+            .decode(bytes, form.file.extension(), audio_limits, timeout)
             .await?
-    }
-    .samples;
-    let decode_seconds = decode_started.elapsed().as_secs_f64();
+    };
+    Ok(audio.samples)
+}
 
-    let audio_seconds = samples.len() as f64 / 16_000.0;
+/// When the engine gives up on a request: a fixed allowance plus some per second of audio.
+fn deadline(limits: &LimitsConfig, audio_seconds: f64) -> Instant {
     let timeout =
         limits.request_timeout_seconds + limits.request_timeout_per_audio_second * audio_seconds;
-    let (deltas, delta_receiver) = if form.stream {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
-    let request = Request {
-        model,
-        samples,
-        options: options(&form, task),
-        logprobs: form.logprobs,
-        deadline: Some(Instant::now() + Duration::from_secs_f64(timeout)),
-        deltas,
-        span: tracing::Span::current(),
-    };
-    let receiver = state.engine.submit(request)?;
+    Instant::now() + Duration::from_secs_f64(timeout)
+}
+
+/// The finished transcript in the form's `response_format`, with `Server-Timing`.
+fn respond(form: &AudioForm, task: Task, reply: Reply, decode_seconds: f64) -> Response {
+    let timing = server_timing(decode_seconds, &reply);
     let rendering = Rendering {
         format: form.format,
         task,
         segments: form.segment_timestamps || !form.granularities_given,
         words: form.word_timestamps,
-        logprobs: None,
+        logprobs: Logprob::list(reply.logprobs),
     };
-    if let Some(deltas) = delta_receiver {
-        return Ok(stream_events(deltas, receiver, permit).into_response());
-    }
-    let reply = receiver.recv().await?;
-    drop(permit);
-    let timing = server_timing(decode_seconds, &reply);
-    let body = render(
-        &reply.transcript,
-        &Rendering {
-            logprobs: Logprob::list(reply.logprobs),
-            ..rendering
-        },
-    );
+    let body = render(&reply.transcript, &rendering);
     let mut response = ([(header::CONTENT_TYPE, form.format.content_type())], body).into_response();
     if let Ok(timing) = HeaderValue::from_str(&timing) {
         response.headers_mut().insert("server-timing", timing);
     }
-    Ok(response)
+    response
 }
 
 /// A request's concurrency permit, counted in `steno_requests_in_flight` while held.
@@ -182,22 +202,8 @@ impl Drop for Permit {
     }
 }
 
-fn options(form: &AudioForm, task: Task) -> TranscribeOptions {
-    let defaults = TranscribeOptions::default();
-    TranscribeOptions {
-        task,
-        language: form.language.clone(),
-        initial_prompt: form.prompt.clone(),
-        temperatures: form
-            .temperature
-            .map_or(defaults.temperatures.clone(), |t| vec![t]),
-        word_timestamps: form.word_timestamps,
-        mode: form.mode.unwrap_or(defaults.mode),
-        ..defaults
-    }
-}
-
-/// `Server-Timing` with the request's stages in milliseconds.
+/// `Server-Timing` with the request's stages in milliseconds (`decode` is the audio
+/// decoding; the names are what clients already read).
 fn server_timing(decode_seconds: f64, reply: &Reply) -> String {
     format!(
         "decode;dur={:.1}, queue;dur={:.1}, inference;dur={:.1}",
@@ -205,46 +211,4 @@ fn server_timing(decode_seconds: f64, reply: &Reply) -> String {
         reply.queue_seconds * 1000.0,
         reply.inference_seconds * 1000.0
     )
-}
-
-fn event<T: serde::Serialize>(body: &T) -> Event {
-    Event::default().data(serde_json::to_string(body).unwrap_or_default())
-}
-
-/// Deltas as they come, then `transcript.text.done` (or the error envelope). The
-/// stream owns the permit and the reply receiver: a client that goes away drops
-/// both, which frees its rows in the worker.
-fn stream_events(
-    deltas: mpsc::UnboundedReceiver<Delta>,
-    reply: ReplyReceiver,
-    permit: Permit,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    // After the drain deadline the worker may still be inside a step: the deltas end
-    // and the error event goes out at once.
-    let aborted = reply.aborted();
-    let delta_events = stream::unfold(deltas, |mut deltas| async move {
-        let delta = deltas.recv().await?;
-        let body = TextDeltaEvent {
-            kind: "transcript.text.delta",
-            delta: delta.text,
-            logprobs: Logprob::list(delta.logprobs),
-        };
-        Some((Ok(event(&body)), deltas))
-    })
-    .take_until(aborted);
-    // The engine drops the delta sender when the job ends, so the final event follows
-    // the last delta.
-    let done = stream::once(async move {
-        let _permit = permit;
-        let body = match reply.recv().await {
-            Ok(reply) => event(&TextDoneEvent {
-                kind: "transcript.text.done",
-                text: reply.transcript.text.trim().to_string(),
-                logprobs: Logprob::list(reply.logprobs),
-            }),
-            Err(e) => event(&ApiError::from(e).body()),
-        };
-        Ok(body)
-    });
-    Sse::new(delta_events.chain(done))
 }
