@@ -135,3 +135,25 @@ impl Limits {
         self.max_duration_seconds.min(budget / per_second)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_count_16khz_samples() {
+        assert_eq!(seconds(0), 0.0);
+        assert_eq!(seconds(16_000), 1.0);
+        assert_eq!(seconds(8_000), 0.5);
+        assert_eq!(seconds(30 * 16_000), 30.0);
+        // The division the callers did by hand, bit for bit.
+        assert_eq!(seconds(12_345), 12_345.0 / 16_000.0);
+    }
+
+    #[test]
+    fn default_upload_limit_is_openais_25_mib() {
+        assert_eq!(MAX_UPLOAD_BYTES, 26_214_400);
+        assert_eq!(Limits::default().max_bytes, MAX_UPLOAD_BYTES);
+        assert_eq!(Limits::default().validate(), Ok(()));
+    }
+}

@@ -33,7 +33,7 @@ pub struct ModelDims {
 
 /// Which naming a `config.json` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigNaming {
+enum ConfigNaming {
     /// OpenAI / mlx-community: `n_mels`, `n_audio_state`, …
     OpenAi,
     /// Hugging Face transformers: `num_mel_bins`, `d_model`, …
@@ -89,7 +89,7 @@ fn get_usize(value: &Value, key: &str) -> Result<usize> {
 impl ModelDims {
     /// From OpenAI / mlx-community names; other keys (`model_type`, `quantization`, …)
     /// are ignored.
-    pub fn from_openai_json(value: &Value) -> Result<Self> {
+    fn from_openai_json(value: &Value) -> Result<Self> {
         let g = |key| get_usize(value, key);
         Ok(Self {
             n_mels: g("n_mels")?,
@@ -106,7 +106,7 @@ impl ModelDims {
     }
 
     /// From Hugging Face transformers' `WhisperConfig` names (`d_model` is both states).
-    pub fn from_hf_json(value: &Value) -> Result<Self> {
+    fn from_hf_json(value: &Value) -> Result<Self> {
         let g = |key| get_usize(value, key);
         let d_model = g("d_model")?;
         Ok(Self {
@@ -142,15 +142,11 @@ impl ModelDims {
         Ok(dims)
     }
 
-    /// Dimensions of canonical Whisper tensors (see [`crate::ct2::whisper_tensors`]). Shapes
-    /// do not tell head counts; these come from Whisper's table by state size.
-    pub fn infer_from_tensors(tensors: &BTreeMap<String, HostTensor>) -> Result<Self> {
-        Self::infer_from_tensors_with_heads(tensors, None)
-    }
-
-    /// Like [`Self::infer_from_tensors`], with `(encoder, decoder)` head counts when the
-    /// weights carry them (CTranslate2's `encoder/num_heads`, see
-    /// [`crate::ct2::Ct2Model::num_heads`]).
+    /// Dimensions of canonical Whisper tensors (see [`crate::ct2::whisper_tensors`]).
+    /// Shapes do not tell head counts: `heads` gives `(encoder, decoder)` where the weights
+    /// carry them (CTranslate2's `encoder/num_heads`, see
+    /// [`crate::ct2::Ct2Model::num_heads`]); else they come from Whisper's table by state
+    /// size.
     pub fn infer_from_tensors_with_heads(
         tensors: &BTreeMap<String, HostTensor>,
         heads: Option<(usize, usize)>,
@@ -264,7 +260,7 @@ impl ModelDims {
 }
 
 /// Whisper's head count for each released state size (tiny to large).
-pub fn heads_for_state(n_state: usize) -> Result<usize> {
+fn heads_for_state(n_state: usize) -> Result<usize> {
     Ok(match n_state {
         384 => 6,
         512 => 8,
@@ -551,7 +547,10 @@ mod tests {
         let want = tiny_en();
         for kernel_last in [true, false] {
             let tensors = fake_tensors(&want, kernel_last);
-            assert_eq!(ModelDims::infer_from_tensors(&tensors).unwrap(), want);
+            assert_eq!(
+                ModelDims::infer_from_tensors_with_heads(&tensors, None).unwrap(),
+                want
+            );
         }
         let tensors = fake_tensors(&want, true);
         let with_heads =
@@ -560,13 +559,13 @@ mod tests {
 
         let mut gap = fake_tensors(&want, true);
         gap.remove("decoder.blocks.1.attn_ln.weight");
-        let err = ModelDims::infer_from_tensors(&gap).unwrap_err();
+        let err = ModelDims::infer_from_tensors_with_heads(&gap, None).unwrap_err();
         assert!(err.to_string().contains("decoder.blocks.1"), "{err}");
 
         let mut odd = tiny_en();
         odd.n_audio_state = 100;
         odd.n_text_state = 100;
-        assert!(ModelDims::infer_from_tensors(&fake_tensors(&odd, true)).is_err());
+        assert!(ModelDims::infer_from_tensors_with_heads(&fake_tensors(&odd, true), None).is_err());
     }
 
     #[test]
@@ -615,7 +614,10 @@ mod tests {
         let model = crate::ct2::read_model_bin(&path).unwrap();
         let heads = model.num_heads();
         let tensors = crate::ct2::whisper_tensors(model, &path).unwrap();
-        assert_eq!(ModelDims::infer_from_tensors(&tensors).unwrap(), tiny_en());
+        assert_eq!(
+            ModelDims::infer_from_tensors_with_heads(&tensors, None).unwrap(),
+            tiny_en()
+        );
         assert_eq!(
             ModelDims::infer_from_tensors_with_heads(&tensors, heads).unwrap(),
             tiny_en()

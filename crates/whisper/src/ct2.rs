@@ -27,7 +27,7 @@ use std::path::Path;
 use crate::error::{Result, WhisperError};
 
 /// The newest `model.bin` layout this reader knows (CTranslate2 3.x and 4.x write 6).
-pub const MAX_BINARY_VERSION: u32 = 6;
+const MAX_BINARY_VERSION: u32 = 6;
 
 /// Element type of a stored CTranslate2 variable, numbered as in CTranslate2's `DataType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,7 +42,7 @@ pub enum RawDtype {
 
 impl RawDtype {
     /// The type for a dtype id of binary version 4 and later.
-    pub fn from_id(id: u8) -> Option<Self> {
+    fn from_id(id: u8) -> Option<Self> {
         Some(match id {
             0 => Self::F32,
             1 => Self::I8,
@@ -102,7 +102,7 @@ impl RawTensor {
     }
 
     /// The value of a rank-0 (or one-element) integer variable, such as `encoder/num_heads`.
-    pub fn scalar_i64(&self) -> Option<i64> {
+    fn scalar_i64(&self) -> Option<i64> {
         if self.num_elements() != 1 {
             return None;
         }
@@ -132,7 +132,7 @@ pub struct Ct2Model {
 impl Ct2Model {
     /// A variable by name, following aliases (including the implicit `_scale` aliases
     /// CTranslate2 registers alongside each alias).
-    pub fn get(&self, name: &str) -> Option<&RawTensor> {
+    fn get(&self, name: &str) -> Option<&RawTensor> {
         let index: HashMap<&str, usize> = self
             .variables
             .iter()
@@ -165,7 +165,7 @@ pub fn read_model_bin(path: &Path) -> Result<Ct2Model> {
 }
 
 /// Parses the bytes of a `model.bin`; `path` only names the file in errors.
-pub fn parse_model_bin(bytes: &[u8], path: &Path) -> Result<Ct2Model> {
+fn parse_model_bin(bytes: &[u8], path: &Path) -> Result<Ct2Model> {
     let mut r = Reader {
         bytes,
         pos: 0,

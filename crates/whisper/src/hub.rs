@@ -47,6 +47,37 @@ impl ModelSource {
     }
 }
 
+/// The id to serve the model from `source` under when none is configured, derived from the
+/// model itself: a local directory's own name (`/srv/models/base-ct2/` → `base-ct2`; `.`
+/// and `..` name the directory they mean), or a Hub repo's name without its organisation
+/// or revision (`openai/whisper-large-v3@main` → `whisper-large-v3`). `None` when the
+/// source names nothing (`/`, an empty string).
+///
+/// Just the name, as OpenAI's ids are (`whisper-1`): clients send the id back in the
+/// `model` form field and in `GET /v1/models/{id}`, where a `/` would need escaping, and
+/// the organisation and revision tell where the weights came from, not which model answers.
+pub fn model_id(source: &str) -> Option<String> {
+    ModelSource::parse(source).name()
+}
+
+impl ModelSource {
+    /// The model's own name: see [`model_id`].
+    pub fn name(&self) -> Option<String> {
+        let name = match self {
+            ModelSource::Hub { repo, .. } => repo.rsplit('/').next().map(str::to_string),
+            ModelSource::Local(dir) => {
+                // `.` or `..` has no name of its own: take the directory it means.
+                let dir = match dir.file_name() {
+                    Some(_) => dir.clone(),
+                    None => dir.canonicalize().ok()?,
+                };
+                dir.file_name().map(|n| n.to_string_lossy().into_owned())
+            }
+        };
+        name.filter(|n| !n.is_empty())
+    }
+}
+
 fn parse_repo_id(source: &str) -> Option<(String, String)> {
     let (id, revision) = match source.split_once('@') {
         Some((id, revision)) if !revision.is_empty() => (id, revision),
@@ -105,7 +136,7 @@ impl HubOptions {
     }
 
     /// [`Self::from_env`] with the variables looked up by `var` (for tests).
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
         let var = |key: &str| var(key).filter(|v| !v.trim().is_empty());
         let home = var("HOME").map(PathBuf::from).unwrap_or_default();
         let expand = |value: String| match value.strip_prefix("~/") {
@@ -292,7 +323,7 @@ fn resolve_with(source: &str, hub: &HubOptions, want_tokenizer: bool) -> Result<
 /// directory name such as `whisper-tiny.en-mlx`) with vocabulary size `n_vocab`. The
 /// name decides when it is consistent with the vocabulary; otherwise the vocabulary
 /// alone (51864: English-only, 51865: multilingual, 51866: large-v3 and turbo).
-pub fn openai_repo_for(name: &str, n_vocab: Option<usize>) -> Option<String> {
+fn openai_repo_for(name: &str, n_vocab: Option<usize>) -> Option<String> {
     const SIZES: &[(&str, &str)] = &[
         ("large-v3-turbo", "large-v3-turbo"),
         ("large-v3", "large-v3"),
@@ -508,7 +539,21 @@ fn fetch_repo(hub: &HubOptions, repo: &str, revision: &str) -> Result<Snapshot> 
             names.join(", ")
         ),
     })?;
-    let commit = info.sha;
+    download_snapshot(&api, &cache, revision, info.sha, layout, listed)
+}
+
+/// Downloads into the snapshot of `commit` the files `layout` needs (of those `listed`,
+/// and the shards of a sharded checkpoint) unless cached, then points `refs/<revision>`
+/// at the commit.
+fn download_snapshot(
+    api: &Api,
+    cache: &RepoCache,
+    revision: &str,
+    commit: String,
+    layout: Layout,
+    listed: impl Fn(&str) -> bool,
+) -> Result<Snapshot> {
+    let repo = cache.repo.as_str();
     let dir = cache.snapshot_dir(&commit);
     // Download by commit, so that every file lands in the same snapshot even if the
     // branch moves meanwhile.
@@ -519,7 +564,7 @@ fn fetch_repo(hub: &HubOptions, repo: &str, revision: &str) -> Result<Snapshot> 
         RepoType::Model,
         commit.clone(),
     ));
-    let (required, optional) = layout.files(listed);
+    let (required, optional) = layout.files(&listed);
     let mut result = Ok(());
     for name in required
         .iter()
@@ -655,6 +700,44 @@ mod tests {
             ModelSource::parse(existing),
             ModelSource::Local(existing.into())
         );
+    }
+
+    #[test]
+    fn model_ids_are_the_models_own_names() {
+        let cases = [
+            ("openai/whisper-large-v3", "whisper-large-v3"),
+            ("openai/whisper-tiny@refs/pr/3", "whisper-tiny"),
+            (
+                "mlx-community/whisper-tiny.en-mlx@0123abc",
+                "whisper-tiny.en-mlx",
+            ),
+            ("/nonexistent/models/base-ct2", "base-ct2"),
+            ("/nonexistent/models/base-ct2/", "base-ct2"),
+            ("models/tiny.en-ct2", "tiny.en-ct2"),
+            ("base-ct2", "base-ct2"),
+        ];
+        for (source, id) in cases {
+            assert_eq!(model_id(source).as_deref(), Some(id), "{source}");
+        }
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("whisper-small-ct2");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let dir_text = dir.to_str().unwrap();
+        assert_eq!(model_id(dir_text).as_deref(), Some("whisper-small-ct2"));
+        assert_eq!(
+            model_id(&format!("{dir_text}/")).as_deref(),
+            Some("whisper-small-ct2")
+        );
+        // `..` names the directory it means.
+        assert_eq!(
+            model_id(&format!("{dir_text}/sub/..")).as_deref(),
+            Some("whisper-small-ct2")
+        );
+        let cwd = std::env::current_dir().unwrap();
+        let cwd_name = cwd.file_name().map(|n| n.to_string_lossy().into_owned());
+        assert_eq!(model_id("."), cwd_name);
+        assert_eq!(model_id("/"), None);
+        assert_eq!(model_id(""), None);
     }
 
     #[test]

@@ -181,12 +181,14 @@ impl Whisper {
     }
 }
 
+/// Alignment heads, as (decoder layer, head) pairs, and the file they came from.
+type HeadsFrom = (Vec<(usize, usize)>, PathBuf);
+
 /// What a layout loader yields.
 struct Loaded {
     dims: ModelDims,
     weights: Weights,
-    /// Alignment heads and the file they came from.
-    alignment_heads: Option<(Vec<(usize, usize)>, PathBuf)>,
+    alignment_heads: Option<HeadsFrom>,
     /// The weights file, named in errors about tensors.
     source: PathBuf,
     /// The config.json the dimensions came from, if not from the weights.
@@ -258,39 +260,80 @@ fn read_json(path: &Path) -> Result<Value> {
 /// tensors from safetensors / npz, mapped to canonical names.
 fn load_tensor_dir(dir: &Path, layout: Layout) -> Result<Loaded> {
     let config_path = dir.join(CONFIG);
+    let dims = read_config_dims(&config_path, layout)?;
+    let (files, source) = weight_files(dir, layout)?;
+    let (mut weights, mut alignment_heads) = read_canonical_tensors(&files)?;
+    for conv in ["encoder.conv1.weight", "encoder.conv2.weight"] {
+        if let Some(w) = weights.get_mut(conv) {
+            *w = conv_to_pytorch(w)?;
+        }
+    }
+    // MLX recomputes the encoder's sinusoidal table (`_positional_embedding`, not a
+    // parameter), so mlx-community files do not have it. OpenAI's checkpoints store it
+    // in float16, and OpenAI, transformers and CTranslate2 all run with those rounded
+    // values; so do we (mlx_whisper's default float16 compute rounds it the same way).
+    if !weights.contains_key("encoder.positional_embedding") {
+        let table = sinusoids(dims.n_audio_ctx, dims.n_audio_state).as_dtype(Dtype::Float16)?;
+        weights.insert("encoder.positional_embedding".into(), table);
+    }
+    let generation = dir.join(GENERATION_CONFIG);
+    if alignment_heads.is_none() && generation.is_file() {
+        alignment_heads = generation_alignment_heads(&generation)?.map(|h| (h, generation));
+    }
+    Ok(Loaded {
+        dims,
+        weights,
+        alignment_heads,
+        source,
+        config: Some(config_path),
+    })
+}
+
+/// The model dimensions a `config.json` states (a `layout` directory needs one), checked,
+/// with a quantization the model can run.
+fn read_config_dims(config_path: &Path, layout: Layout) -> Result<ModelDims> {
     if !config_path.is_file() {
         return Err(invalid(
-            &config_path,
+            config_path,
             format!("missing: a {layout:?} directory needs its config.json for the dimensions"),
         ));
     }
-    let config = read_json(&config_path)?;
+    let config = read_json(config_path)?;
     let dims = ModelDims::from_json(&config)
         .and_then(|dims| dims.validate().map(|()| dims))
         .map_err(|e| match e {
             WhisperError::InvalidConfig { detail, .. } => WhisperError::InvalidConfig {
-                path: config_path.clone(),
+                path: config_path.to_path_buf(),
                 detail,
             },
             other => other,
         })?;
-    check_quantization(&config, &config_path)?;
+    check_quantization(&config, config_path)?;
+    Ok(dims)
+}
 
+/// The weight files of a `layout` directory (the shards of a sharded checkpoint), and the
+/// file to name in errors about its tensors.
+fn weight_files(dir: &Path, layout: Layout) -> Result<(Vec<PathBuf>, PathBuf)> {
     let has = |name: &str| dir.join(name).is_file();
     let (required, _) = layout.files(has);
     let weights_name = required[1];
-    let (files, source) = if weights_name == HF_SAFETENSORS_INDEX {
+    if weights_name == HF_SAFETENSORS_INDEX {
         let index = dir.join(HF_SAFETENSORS_INDEX);
-        (shard_files(&index)?, index)
+        Ok((shard_files(&index)?, index))
     } else {
         let file = dir.join(weights_name);
-        (vec![file.clone()], file)
-    };
+        Ok((vec![file.clone()], file))
+    }
+}
 
+/// Every tensor of `files` under its canonical name, and the alignment heads if a file
+/// stores them (mlx-community's `alignment_heads` tensor) with the file they came from.
+fn read_canonical_tensors(files: &[PathBuf]) -> Result<(Weights, Option<HeadsFrom>)> {
     let mut weights = Weights::new();
     let mut origin: HashMap<String, String> = HashMap::new();
     let mut alignment_heads = None;
-    for file in &files {
+    for file in files {
         let tensors = if file.extension().is_some_and(|e| e == "npz") {
             read_npz(file)?
         } else {
@@ -313,31 +356,7 @@ fn load_tensor_dir(dir: &Path, layout: Layout) -> Result<Loaded> {
             weights.insert(canonical, array);
         }
     }
-    for conv in ["encoder.conv1.weight", "encoder.conv2.weight"] {
-        if let Some(w) = weights.get_mut(conv) {
-            *w = conv_to_pytorch(w)?;
-        }
-    }
-    // MLX recomputes the encoder's sinusoidal table (`_positional_embedding`, not a
-    // parameter), so mlx-community files do not have it. OpenAI's checkpoints store it
-    // in float16, and OpenAI, transformers and CTranslate2 all run with those rounded
-    // values; so do we (mlx_whisper's default float16 compute rounds it the same way).
-    if !weights.contains_key("encoder.positional_embedding") {
-        let table = sinusoids(dims.n_audio_ctx, dims.n_audio_state).as_dtype(Dtype::Float16)?;
-        weights.insert("encoder.positional_embedding".into(), table);
-    }
-
-    let generation = dir.join(GENERATION_CONFIG);
-    if alignment_heads.is_none() && generation.is_file() {
-        alignment_heads = generation_alignment_heads(&generation)?.map(|h| (h, generation));
-    }
-    Ok(Loaded {
-        dims,
-        weights,
-        alignment_heads,
-        source,
-        config: Some(config_path),
-    })
+    Ok((weights, alignment_heads))
 }
 
 /// Rejects quantization schemes the model cannot run (MLX's `mxfp4` etc. have no biases).
@@ -514,7 +533,7 @@ pub fn sinusoids(length: usize, channels: usize) -> Array {
 /// mlx-community (`mlp1`/`mlp2`) or Hugging Face transformers (`model.encoder.layers.N.
 /// self_attn.q_proj.weight`, …). `None` for tensors the model does not use (HF's tied
 /// `proj_out`). Unknown names pass through and are ignored by the model builder.
-pub fn canonical_name(name: &str) -> Option<String> {
+fn canonical_name(name: &str) -> Option<String> {
     let stripped = name.strip_prefix("model.").unwrap_or(name);
     if stripped.starts_with("proj_out.") {
         return None;
@@ -595,14 +614,6 @@ fn block_part(part: &str) -> String {
 /// Largest safetensors header accepted (the format's reference reader uses 100 MB).
 const MAX_HEADER: u64 = 100_000_000;
 
-/// One entry of a safetensors header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SafetensorsEntry {
-    pub dtype: String,
-    pub shape: Vec<usize>,
-    pub offsets: (u64, u64),
-}
-
 fn safetensors_dtype_size(dtype: &str) -> Option<u64> {
     Some(match dtype {
         "BOOL" | "U8" | "I8" => 1,
@@ -615,8 +626,25 @@ fn safetensors_dtype_size(dtype: &str) -> Option<u64> {
 
 /// Reads and checks a safetensors header against the file's size, so that a truncated
 /// or corrupt file is reported here, naming the tensor, and never reaches MLX's lazy
-/// reader.
-pub fn read_safetensors_header(path: &Path) -> Result<BTreeMap<String, SafetensorsEntry>> {
+/// reader. Returns each tensor's shape by name.
+fn read_safetensors_header(path: &Path) -> Result<BTreeMap<String, Vec<usize>>> {
+    let (header, data_len) = read_safetensors_json(path)?;
+    let object = header
+        .as_object()
+        .ok_or_else(|| invalid(path, "safetensors header is not a JSON object"))?;
+    object
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .map(|(name, entry)| {
+            let shape = check_safetensors_entry(entry, data_len)
+                .map_err(|detail| invalid(path, format!("tensor `{name}`: {detail}")))?;
+            Ok((name.clone(), shape))
+        })
+        .collect()
+}
+
+/// The JSON header of a safetensors file and the length of the data section after it.
+fn read_safetensors_json(path: &Path) -> Result<(Value, u64)> {
     let mut file = std::fs::File::open(path).map_err(io_error(path))?;
     let file_len = file.metadata().map_err(io_error(path))?.len();
     let mut len_bytes = [0u8; 8];
@@ -642,57 +670,46 @@ pub fn read_safetensors_header(path: &Path) -> Result<BTreeMap<String, Safetenso
     file.read_exact(&mut header).map_err(io_error(path))?;
     let value: Value = serde_json::from_slice(&header)
         .map_err(|e| invalid(path, format!("safetensors header is not valid JSON: {e}")))?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| invalid(path, "safetensors header is not a JSON object"))?;
-    let data_len = file_len - 8 - header_len;
-    let mut entries = BTreeMap::new();
-    for (name, entry) in object {
-        if name == "__metadata__" {
-            continue;
-        }
-        let bad = |detail: String| invalid(path, format!("tensor `{name}`: {detail}"));
-        let dtype = entry
-            .get("dtype")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("no dtype".into()))?;
-        let size = safetensors_dtype_size(dtype)
-            .ok_or_else(|| bad(format!("unsupported dtype {dtype}")))?;
-        let shape: Vec<usize> = entry
-            .get("shape")
-            .cloned()
-            .and_then(|s| serde_json::from_value(s).ok())
-            .ok_or_else(|| bad("no valid shape".into()))?;
-        let (begin, end): (u64, u64) = entry
-            .get("data_offsets")
-            .cloned()
-            .and_then(|s| serde_json::from_value(s).ok())
-            .ok_or_else(|| bad("no valid data_offsets".into()))?;
-        let bytes = shape
-            .iter()
-            .try_fold(size, |acc, &d| acc.checked_mul(d as u64))
-            .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
-        if begin > end || end - begin != bytes {
-            return Err(bad(format!(
-                "data_offsets [{begin}, {end}) do not hold {bytes} bytes of {dtype} {shape:?}"
-            )));
-        }
-        if end > data_len {
-            return Err(bad(format!(
-                "data ends at byte {end} of the data section, which has only {data_len} bytes \
-                 (the file is truncated)"
-            )));
-        }
-        entries.insert(
-            name.clone(),
-            SafetensorsEntry {
-                dtype: dtype.to_string(),
-                shape,
-                offsets: (begin, end),
-            },
-        );
+    Ok((value, file_len - 8 - header_len))
+}
+
+/// One tensor's header entry: its shape, once its dtype, shape and data offsets agree
+/// with each other and fit in the `data_len` bytes of the data section.
+fn check_safetensors_entry(
+    entry: &Value,
+    data_len: u64,
+) -> std::result::Result<Vec<usize>, String> {
+    let dtype = entry
+        .get("dtype")
+        .and_then(Value::as_str)
+        .ok_or("no dtype")?;
+    let size = safetensors_dtype_size(dtype).ok_or(format!("unsupported dtype {dtype}"))?;
+    let shape: Vec<usize> = entry
+        .get("shape")
+        .cloned()
+        .and_then(|s| serde_json::from_value(s).ok())
+        .ok_or("no valid shape")?;
+    let (begin, end): (u64, u64) = entry
+        .get("data_offsets")
+        .cloned()
+        .and_then(|s| serde_json::from_value(s).ok())
+        .ok_or("no valid data_offsets")?;
+    let bytes = shape
+        .iter()
+        .try_fold(size, |acc, &d| acc.checked_mul(d as u64))
+        .ok_or(format!("shape {shape:?} overflows"))?;
+    if begin > end || end - begin != bytes {
+        return Err(format!(
+            "data_offsets [{begin}, {end}) do not hold {bytes} bytes of {dtype} {shape:?}"
+        ));
     }
-    Ok(entries)
+    if end > data_len {
+        return Err(format!(
+            "data ends at byte {end} of the data section, which has only {data_len} bytes \
+             (the file is truncated)"
+        ));
+    }
+    Ok(shape)
 }
 
 /// All tensors of a safetensors file (loaded lazily by MLX after the header check).
@@ -702,7 +719,7 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, Array)>> {
         .map_err(|e| invalid(path, format!("MLX cannot read it: {e}")))?;
     let mut out = Vec::with_capacity(arrays.len());
     for (name, array) in arrays {
-        let expected = header.get(&name).map(|e| &e.shape);
+        let expected = header.get(&name);
         let actual: Vec<usize> = array.shape().iter().map(|&d| d as usize).collect();
         if expected != Some(&actual) {
             return Err(invalid(
@@ -742,60 +759,19 @@ fn read_npz(path: &Path) -> Result<Vec<(String, Array)>> {
 }
 
 /// Parses one `.npy` array (format versions 1 to 3, little-endian).
-pub fn parse_npy(bytes: &[u8]) -> std::result::Result<Array, String> {
-    if bytes.len() < 10 || !bytes.starts_with(b"\x93NUMPY") {
-        return Err("not a .npy array".into());
-    }
-    let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        v => return Err(format!("unsupported .npy version {v}")),
-    };
-    let header = bytes
-        .get(start..start + header_len)
-        .ok_or("truncated .npy header")?;
-    let header = std::str::from_utf8(header).map_err(|_| "the .npy header is not text")?;
-    let descr = npy_field(header, "descr").ok_or("the .npy header has no descr")?;
-    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let fortran = npy_field(header, "fortran_order").ok_or("no fortran_order")? == "True";
-    let shape_text = npy_field(header, "shape").ok_or("the .npy header has no shape")?;
-    let mut shape = shape_text
-        .trim_start_matches('(')
-        .trim_end_matches(')')
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.trim_end_matches('L').parse::<usize>())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|_| format!("bad shape {shape_text}"))?;
-    let (byte_order, kind) = descr.split_at(1.min(descr.len()));
-    if byte_order == ">" && kind != "u1" && kind != "i1" && kind != "b1" {
-        return Err(format!("big-endian dtype {descr} is not supported"));
-    }
-    let (dtype, size) = match kind {
-        "f2" => (Dtype::Float16, 2),
-        "f4" => (Dtype::Float32, 4),
-        "f8" => (Dtype::Float64, 8),
-        "V2" => (Dtype::Bfloat16, 2), // MLX writes bfloat16 as raw 2-byte records.
-        "u1" => (Dtype::Uint8, 1),
-        "i1" => (Dtype::Int8, 1),
-        "b1" => (Dtype::Bool, 1),
-        "u2" => (Dtype::Uint16, 2),
-        "i2" => (Dtype::Int16, 2),
-        "u4" => (Dtype::Uint32, 4),
-        "i4" => (Dtype::Int32, 4),
-        "u8" => (Dtype::Uint64, 8),
-        "i8" => (Dtype::Int64, 8),
-        _ => return Err(format!("unsupported dtype {descr}")),
-    };
+fn parse_npy(bytes: &[u8]) -> std::result::Result<Array, String> {
+    let NpyHeader {
+        descr,
+        fortran,
+        mut shape,
+        data_start,
+    } = NpyHeader::parse(bytes)?;
+    let (dtype, size) = npy_dtype(descr)?;
     let count = shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or("shape overflows")?;
-    let data = &bytes[start + header_len..];
+    let data = &bytes[data_start..];
     let needed = count * size;
     if data.len() < needed {
         return Err(format!(
@@ -825,6 +801,80 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<Array, String> {
         return array.transpose_axes(&axes).map_err(|e| e.to_string());
     }
     Ok(array)
+}
+
+/// The header of a `.npy` array: what its data holds and where the data starts.
+struct NpyHeader<'a> {
+    /// The dtype, as numpy spells it (`<f4`).
+    descr: &'a str,
+    /// Column-major data (the shape is then reversed, and the array transposed back).
+    fortran: bool,
+    shape: Vec<usize>,
+    /// Offset of the data in the file.
+    data_start: usize,
+}
+
+impl<'a> NpyHeader<'a> {
+    fn parse(bytes: &'a [u8]) -> std::result::Result<Self, String> {
+        if bytes.len() < 10 || !bytes.starts_with(b"\x93NUMPY") {
+            return Err("not a .npy array".into());
+        }
+        let (header_len, start) = match bytes[6] {
+            1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+            2 | 3 if bytes.len() >= 12 => (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            ),
+            v => return Err(format!("unsupported .npy version {v}")),
+        };
+        let header = bytes
+            .get(start..start + header_len)
+            .ok_or("truncated .npy header")?;
+        let header = std::str::from_utf8(header).map_err(|_| "the .npy header is not text")?;
+        let descr = npy_field(header, "descr").ok_or("the .npy header has no descr")?;
+        let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+        let fortran = npy_field(header, "fortran_order").ok_or("no fortran_order")? == "True";
+        let shape_text = npy_field(header, "shape").ok_or("the .npy header has no shape")?;
+        let shape = shape_text
+            .trim_start_matches('(')
+            .trim_end_matches(')')
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.trim_end_matches('L').parse::<usize>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|_| format!("bad shape {shape_text}"))?;
+        Ok(NpyHeader {
+            descr,
+            fortran,
+            shape,
+            data_start: start + header_len,
+        })
+    }
+}
+
+/// The MLX dtype and element size of a numpy `descr` (little-endian, or byte-sized).
+fn npy_dtype(descr: &str) -> std::result::Result<(Dtype, usize), String> {
+    let (byte_order, kind) = descr.split_at(1.min(descr.len()));
+    if byte_order == ">" && kind != "u1" && kind != "i1" && kind != "b1" {
+        return Err(format!("big-endian dtype {descr} is not supported"));
+    }
+    Ok(match kind {
+        "f2" => (Dtype::Float16, 2),
+        "f4" => (Dtype::Float32, 4),
+        "f8" => (Dtype::Float64, 8),
+        "V2" => (Dtype::Bfloat16, 2), // MLX writes bfloat16 as raw 2-byte records.
+        "u1" => (Dtype::Uint8, 1),
+        "i1" => (Dtype::Int8, 1),
+        "b1" => (Dtype::Bool, 1),
+        "u2" => (Dtype::Uint16, 2),
+        "i2" => (Dtype::Int16, 2),
+        "u4" => (Dtype::Uint32, 4),
+        "i4" => (Dtype::Int32, 4),
+        "u8" => (Dtype::Uint64, 8),
+        "i8" => (Dtype::Int64, 8),
+        _ => return Err(format!("unsupported dtype {descr}")),
+    })
 }
 
 /// The raw text of `key`'s value in a .npy header dict (`{'descr': '<f4', …}`).
