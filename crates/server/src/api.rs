@@ -86,6 +86,10 @@ pub struct VerboseTranscription {
     pub usage: Usage,
 }
 
+// A `verbose_json` segment: the same fields as `steno_whisper::Segment` on purpose. This
+// is OpenAI's wire shape, kept apart so that a change to the model's type cannot change
+// the API (or its OpenAPI schema) unnoticed. (`//`, not `///`: doc comments land in the
+// OpenAPI document.)
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VerboseSegment {
     pub id: usize,

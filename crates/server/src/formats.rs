@@ -151,6 +151,8 @@ fn json_line<T: serde::Serialize>(body: &T) -> String {
     out
 }
 
+/// The transcript as `r.format` asks. A new format needs a [`Format`] variant, its name
+/// in [`NAMES`] and its arm here.
 pub fn render(transcript: &Transcript, r: &Rendering) -> String {
     match r.format {
         Format::Json => json_line(&Transcription {
@@ -159,48 +161,55 @@ pub fn render(transcript: &Transcript, r: &Rendering) -> String {
             usage: Usage::duration(transcript.duration),
         }),
         Format::Text => format!("{}\n", transcript.text.trim()),
-        Format::Srt => {
-            let mut out = String::new();
-            for (i, s) in spoken(&transcript.segments).enumerate() {
-                let _ = write!(
-                    out,
-                    "{}\n{} --> {}\n{}\n\n",
-                    i + 1,
-                    timestamp(s.start, ','),
-                    timestamp(s.end, ','),
-                    s.text.trim()
-                );
-            }
-            out
-        }
-        Format::Vtt => {
-            let mut out = String::from("WEBVTT\n\n");
-            for s in spoken(&transcript.segments) {
-                let _ = write!(
-                    out,
-                    "{} --> {}\n{}\n\n",
-                    timestamp(s.start, '.'),
-                    timestamp(s.end, '.'),
-                    s.text.trim()
-                );
-            }
-            out
-        }
-        Format::Tsv => {
-            let mut out = String::from("start\tend\ttext\n");
-            for s in spoken(&transcript.segments) {
-                let _ = writeln!(
-                    out,
-                    "{}\t{}\t{}",
-                    (s.start * 1000.0).round() as u64,
-                    (s.end * 1000.0).round() as u64,
-                    s.text.trim().replace('\t', " ")
-                );
-            }
-            out
-        }
+        Format::Srt => srt(&transcript.segments),
+        Format::Vtt => vtt(&transcript.segments),
+        Format::Tsv => tsv(&transcript.segments),
         Format::VerboseJson => json_line(&verbose(transcript, r)),
     }
+}
+
+fn srt(segments: &[Segment]) -> String {
+    let mut out = String::new();
+    for (i, s) in spoken(segments).enumerate() {
+        let _ = write!(
+            out,
+            "{}\n{} --> {}\n{}\n\n",
+            i + 1,
+            timestamp(s.start, ','),
+            timestamp(s.end, ','),
+            s.text.trim()
+        );
+    }
+    out
+}
+
+fn vtt(segments: &[Segment]) -> String {
+    let mut out = String::from("WEBVTT\n\n");
+    for s in spoken(segments) {
+        let _ = write!(
+            out,
+            "{} --> {}\n{}\n\n",
+            timestamp(s.start, '.'),
+            timestamp(s.end, '.'),
+            s.text.trim()
+        );
+    }
+    out
+}
+
+/// Milliseconds and text, tab-separated (whisper's CLI `tsv`).
+fn tsv(segments: &[Segment]) -> String {
+    let mut out = String::from("start\tend\ttext\n");
+    for s in spoken(segments) {
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}",
+            (s.start * 1000.0).round() as u64,
+            (s.end * 1000.0).round() as u64,
+            s.text.trim().replace('\t', " ")
+        );
+    }
+    out
 }
 
 fn verbose(transcript: &Transcript, r: &Rendering) -> VerboseTranscription {
@@ -260,6 +269,46 @@ mod tests {
         assert_eq!(timestamp(0.0, ','), "00:00:00,000");
         assert_eq!(timestamp(3661.5, '.'), "01:01:01.500");
         assert_eq!(timestamp(59.9996, ','), "00:01:00,000");
+    }
+
+    fn segment(id: usize, start: f64, end: f64, text: &str) -> Segment {
+        Segment {
+            id,
+            seek: 0,
+            start,
+            end,
+            text: text.into(),
+            tokens: vec![],
+            temperature: 0.0,
+            avg_logprob: -0.1,
+            compression_ratio: 1.0,
+            no_speech_prob: 0.0,
+            token_logprobs: vec![],
+            words: None,
+        }
+    }
+
+    #[test]
+    fn subtitles_skip_silent_segments() {
+        let segments = [
+            segment(0, 0.0, 1.5, " Ask not"),
+            segment(1, 1.5, 2.0, "  "),
+            segment(2, 2.0, 3.25, " what\tyour country"),
+        ];
+        assert_eq!(
+            srt(&segments),
+            "1\n00:00:00,000 --> 00:00:01,500\nAsk not\n\n\
+             2\n00:00:02,000 --> 00:00:03,250\nwhat\tyour country\n\n"
+        );
+        assert_eq!(
+            vtt(&segments),
+            "WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nAsk not\n\n\
+             00:00:02.000 --> 00:00:03.250\nwhat\tyour country\n\n"
+        );
+        assert_eq!(
+            tsv(&segments),
+            "start\tend\ttext\n0\t1500\tAsk not\n2000\t3250\twhat your country\n"
+        );
     }
 
     #[test]
