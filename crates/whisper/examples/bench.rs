@@ -615,7 +615,7 @@ fn write_wavs16(out: &std::path::Path) {
             "{}\t{}\t{:.3}",
             clip.speech_key(),
             wav.display(),
-            samples.len() as f64 / 16_000.0
+            steno_audio::seconds(samples.len())
         );
     }
     std::fs::write(out.join("clips.tsv"), index).unwrap();
@@ -650,7 +650,7 @@ fn clips_throughput(model_dir: &std::path::Path, rows: &[usize], out: &std::path
     let whisper = Whisper::load(model_dir, &LoadOptions::default()).expect("load model");
     let clips = assets::english_clips();
     let audio: Vec<Vec<f32>> = clips.iter().map(|c| decode(&c.path)).collect();
-    let seconds: f64 = audio.iter().map(|a| a.len() as f64 / 16_000.0).sum();
+    let seconds: f64 = audio.iter().map(|a| steno_audio::seconds(a.len())).sum();
     let options = TranscribeOptions {
         language: Some("en".into()),
         ..TranscribeOptions::default()
@@ -818,17 +818,21 @@ fn model_bench() {
     let mut long = Vec::new();
     for clip in clips.iter().step_by(3) {
         long.extend(decode(&clip.path));
-        long.extend(std::iter::repeat_n(0f32, 9600));
-        if long.len() >= 16_000 * 300 {
+        // 0.6 s of silence between clips.
+        long.extend(std::iter::repeat_n(
+            0f32,
+            steno_audio::SAMPLE_RATE as usize * 6 / 10,
+        ));
+        if long.len() >= steno_audio::SAMPLE_RATE as usize * 300 {
             break;
         }
     }
-    let long_seconds = long.len() as f64 / 16_000.0;
+    let long_seconds = steno_audio::seconds(long.len());
     let _ = writeln!(
         report,
         "\n| case | audio s | wall s | audio s / wall s |\n|---|---|---|---|"
     );
-    for mode in [Mode::Sequential, Mode::Batched] {
+    for mode in [Mode::Sequential, Mode::Parallel] {
         let opts = TranscribeOptions {
             mode,
             ..options.clone()
@@ -846,7 +850,7 @@ fn model_bench() {
         .take(32)
         .map(|c| decode(&c.path))
         .collect();
-    let short_seconds: f64 = short.iter().map(|s| s.len() as f64 / 16_000.0).sum();
+    let short_seconds: f64 = short.iter().map(|s| steno_audio::seconds(s.len())).sum();
     let inputs: Vec<(&[f32], TranscribeOptions)> = short
         .iter()
         .map(|s| (s.as_slice(), options.clone()))

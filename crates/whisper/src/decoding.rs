@@ -163,11 +163,6 @@ impl Batch {
         self.rows.iter().map(|r| r.id)
     }
 
-    /// Length of the shared time axis (for tests and metrics).
-    pub fn time(&self) -> usize {
-        self.time
-    }
-
     /// Adds rows: one decoder call over their (left-padded) initial tokens fills
     /// their caches and samples each one's first token. Rows that finish at once
     /// (EOT first) are returned.
@@ -552,5 +547,328 @@ impl Rng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
         (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A made-up vocabulary of 20: text tokens 0..10 (" " is 3), then EOT, no-speech,
+    // <|notimestamps|>, and timestamps <|0.00|> .. <|0.12|> at 13..20.
+    const VOCAB: usize = 20;
+    const BLANK: u32 = 3;
+    const EOT: u32 = 10;
+    const NO_SPEECH: u32 = 11;
+    const NO_TIMESTAMPS: u32 = 12;
+    const BEGIN: u32 = 13;
+    const NEG: f32 = f32::NEG_INFINITY;
+
+    fn ts(k: u32) -> u32 {
+        BEGIN + k
+    }
+
+    fn rules(timestamps: Option<Option<u32>>) -> RowRules {
+        RowRules {
+            specials: SpecialTokens {
+                eot: EOT,
+                no_speech: Some(NO_SPEECH),
+                no_timestamps: NO_TIMESTAMPS,
+                timestamp_begin: BEGIN,
+                blank: vec![BLANK],
+            },
+            suppress_blank: true,
+            suppress_tokens: vec![NO_SPEECH],
+            timestamps: timestamps.map(|cap| TimestampRules {
+                max_initial_timestamp_index: cap,
+            }),
+            sample_len: 224,
+        }
+    }
+
+    /// Plain text rules (no timestamps).
+    fn text_rules() -> RowRules {
+        rules(None)
+    }
+
+    /// Timestamp rules with OpenAI's default initial cap of 1.0 s (index 50: no
+    /// effect on this small vocabulary).
+    fn timestamp_rules() -> RowRules {
+        rules(Some(Some(50)))
+    }
+
+    /// The tokens still allowed after the rules. Text is made far likelier than any
+    /// timestamp so that the "timestamps beat text" rule stays out of the way (it has
+    /// its own tests).
+    fn allowed(rules: &RowRules, sampled: &[u32]) -> Vec<u32> {
+        let mut logits: Vec<f32> = (0..VOCAB as u32)
+            .map(|t| if t < BEGIN { 5.0 } else { 0.0 })
+            .collect();
+        apply_rules(rules, sampled, &mut logits);
+        (0..VOCAB as u32)
+            .filter(|&t| logits[t as usize] > NEG)
+            .collect()
+    }
+
+    fn range(r: std::ops::Range<u32>) -> Vec<u32> {
+        r.collect()
+    }
+
+    fn concat(parts: &[&[u32]]) -> Vec<u32> {
+        parts.concat()
+    }
+
+    #[test]
+    fn blank_and_eot_are_suppressed_only_at_the_start() {
+        let rules = text_rules();
+        // At the start: no " ", no EOT; no-speech is always suppressed.
+        let start = concat(&[
+            &[0, 1, 2],
+            &range(4..10),
+            &[NO_TIMESTAMPS],
+            &range(BEGIN..20),
+        ]);
+        assert_eq!(allowed(&rules, &[]), start);
+        // After a token both come back.
+        let later = concat(&[&range(0..11), &range(12..20)]);
+        assert_eq!(allowed(&rules, &[5]), later);
+    }
+
+    #[test]
+    fn suppress_blank_can_be_turned_off() {
+        let rules = RowRules {
+            suppress_blank: false,
+            ..text_rules()
+        };
+        assert_eq!(
+            allowed(&rules, &[]),
+            concat(&[&range(0..11), &range(12..20)])
+        );
+    }
+
+    #[test]
+    fn suppressed_tokens_never_come_back_and_out_of_range_ids_are_ignored() {
+        let rules = RowRules {
+            suppress_tokens: vec![2, 7, NO_SPEECH, 1_000_000],
+            ..text_rules()
+        };
+        for sampled in [&[][..], &[5], &[5, 6, 8]] {
+            let got = allowed(&rules, sampled);
+            for t in [2, 7, NO_SPEECH] {
+                assert!(!got.contains(&t), "{t} allowed after {sampled:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn without_timestamp_rules_timestamps_are_untouched() {
+        let got = allowed(&text_rules(), &[5, ts(3)]);
+        assert!(got.contains(&NO_TIMESTAMPS));
+        assert_eq!(got[got.len() - 7..], range(BEGIN..20)[..]);
+    }
+
+    #[test]
+    fn decoding_starts_with_a_timestamp() {
+        assert_eq!(allowed(&timestamp_rules(), &[]), range(BEGIN..20));
+    }
+
+    #[test]
+    fn the_initial_timestamp_is_capped() {
+        // max_initial_timestamp 0.04 s: index 2, so <|0.00|> <|0.02|> <|0.04|>.
+        assert_eq!(allowed(&rules(Some(Some(2))), &[]), range(BEGIN..BEGIN + 3));
+        assert_eq!(allowed(&rules(Some(Some(0))), &[]), vec![BEGIN]);
+        // No cap: every timestamp.
+        assert_eq!(allowed(&rules(Some(None)), &[]), range(BEGIN..20));
+        // The cap is for the first token only.
+        let later = allowed(&rules(Some(Some(0))), &[ts(0), 5]);
+        assert!(later.contains(&ts(6)), "{later:?}");
+    }
+
+    #[test]
+    fn no_timestamps_token_is_suppressed_with_timestamps() {
+        for sampled in [&[][..], &[ts(0)], &[ts(0), 5], &[ts(0), 5, ts(2)]] {
+            assert!(!allowed(&timestamp_rules(), sampled).contains(&NO_TIMESTAMPS));
+        }
+    }
+
+    #[test]
+    fn text_follows_an_opening_timestamp() {
+        // After one timestamp at the start (its penultimate counts as a timestamp),
+        // timestamps are closed: text or EOT.
+        let got = allowed(&timestamp_rules(), &[ts(0)]);
+        assert_eq!(got, concat(&[&range(0..11)]));
+    }
+
+    #[test]
+    fn a_closing_timestamp_is_followed_by_a_timestamp_or_eot() {
+        // <|0.00|> text <|0.06|>: the segment is closed; the next token opens the next
+        // segment at the same time or later, or ends the row.
+        let got = allowed(&timestamp_rules(), &[ts(0), 5, ts(3)]);
+        assert_eq!(got, concat(&[&[EOT], &range(ts(3)..20)]));
+    }
+
+    #[test]
+    fn a_timestamp_pair_is_followed_by_text() {
+        // <|0.00|> a <|0.04|><|0.04|>: a segment opened; timestamps wait for its text.
+        let got = allowed(&timestamp_rules(), &[ts(0), 5, ts(2), ts(2)]);
+        assert_eq!(got, range(0..11));
+    }
+
+    #[test]
+    fn timestamps_never_decrease_and_segments_have_length() {
+        // Inside a segment that opened at <|0.06|>, the closing timestamp is later.
+        let got = allowed(&timestamp_rules(), &[ts(0), 5, ts(3), ts(3), 6]);
+        assert_eq!(got, concat(&[&range(0..11), &range(ts(4)..20)]));
+        // Ordering counts the last timestamp, not the largest index seen in text.
+        let got = allowed(&timestamp_rules(), &[ts(1), 5, 6]);
+        assert_eq!(got, concat(&[&range(0..11), &range(ts(2)..20)]));
+    }
+
+    #[test]
+    fn likely_timestamps_beat_text() {
+        // Text token 5 is the single likeliest token, but the timestamps together are
+        // likelier (7 × e^0.5 > e^1): text is suppressed, EOT included.
+        let mut logits = vec![0.0f32; VOCAB];
+        logits[5] = 1.0;
+        for t in BEGIN..20 {
+            logits[t as usize] = 0.5;
+        }
+        apply_rules(&timestamp_rules(), &[ts(0), 4], &mut logits);
+        assert!(logits[..BEGIN as usize].iter().all(|&l| l == NEG));
+        assert!(logits[ts(1) as usize..].iter().all(|&l| l == 0.5));
+    }
+
+    #[test]
+    fn even_odds_after_a_closing_timestamp_open_a_new_segment() {
+        // All logits equal: EOT is the only text-side token left, and the four allowed
+        // timestamps together outweigh it, so the row must open a new segment.
+        let mut logits = vec![0.0f32; VOCAB];
+        apply_rules(&timestamp_rules(), &[ts(0), 5, ts(3)], &mut logits);
+        let allowed: Vec<u32> = (0..VOCAB as u32)
+            .filter(|&t| logits[t as usize] > NEG)
+            .collect();
+        assert_eq!(allowed, range(ts(3)..20));
+    }
+
+    #[test]
+    fn likely_text_keeps_its_place() {
+        let mut logits = vec![0.0f32; VOCAB];
+        logits[5] = 5.0;
+        apply_rules(&timestamp_rules(), &[ts(0), 4], &mut logits);
+        assert_eq!(logits[5], 5.0);
+        assert_eq!(logits[ts(1) as usize], 0.0);
+    }
+
+    #[test]
+    fn rules_keep_the_given_logits_where_allowed() {
+        let mut logits: Vec<f32> = (0..VOCAB).map(|i| i as f32 / 10.0).collect();
+        apply_rules(&text_rules(), &[4], &mut logits);
+        for t in [0usize, 4, 9, EOT as usize, 19] {
+            assert_eq!(logits[t], t as f32 / 10.0);
+        }
+        assert_eq!(logits[NO_SPEECH as usize], NEG);
+    }
+
+    #[test]
+    fn greedy_sampling_takes_the_first_maximum() {
+        let mut rng = Rng::new(0);
+        assert_eq!(sample(&[0.1, 0.9, 0.3], 0.0, &mut rng), 1);
+        assert_eq!(sample(&[0.5, 0.9, 0.9], 0.0, &mut rng), 1);
+        assert_eq!(sample(&[NEG, NEG, 2.0], 0.0, &mut rng), 2);
+    }
+
+    #[test]
+    fn sampling_never_picks_a_suppressed_token() {
+        let mut rng = Rng::new(7);
+        let logits = [NEG, 0.0, NEG, 0.0, NEG];
+        for _ in 0..200 {
+            let t = sample(&logits, 1.0, &mut rng);
+            assert!(t == 1 || t == 3, "{t}");
+        }
+    }
+
+    #[test]
+    fn the_same_seed_samples_the_same_tokens() {
+        let logits = [0.0f32, 0.1, 0.2, 0.3];
+        let draw = |seed| {
+            let mut rng = Rng::new(seed);
+            (0..32)
+                .map(|_| sample(&logits, 1.0, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draw(3), draw(3));
+        assert_ne!(draw(3), draw(4));
+    }
+
+    #[test]
+    fn log_softmax_and_logsumexp() {
+        let lp = log_softmax(&[0.0, 0.0]);
+        assert!((lp[0] - 0.5f32.ln()).abs() < 1e-6 && (lp[1] - lp[0]).abs() < 1e-6);
+        assert!((logsumexp(&[0.0, 0.0]) - 2f32.ln()).abs() < 1e-6);
+        assert_eq!(logsumexp(&[NEG, NEG]), NEG);
+        assert!((softmax_at(&[0.0, 3f32.ln()], 1) - 0.75).abs() < 1e-6);
+    }
+
+    fn row(sampled: &[u32], logprobs: &[f32], finished: Option<bool>) -> ActiveRow {
+        let initial = [50u32, 51];
+        ActiveRow {
+            id: 9,
+            rules: Arc::new(text_rules()),
+            temperature: 0.0,
+            rng: Rng::new(0),
+            start: 0,
+            tokens: [&initial[..], sampled].concat(),
+            sample_begin: initial.len(),
+            pending: sampled.last().copied().unwrap_or(0),
+            sum_logprob: logprobs.iter().sum(),
+            token_logprobs: logprobs.to_vec(),
+            no_speech_prob: 0.25,
+            finished,
+        }
+    }
+
+    #[test]
+    fn a_completed_row_drops_its_eot_but_counts_it_in_the_average() {
+        let outcome = row(&[5, 6, EOT], &[-0.5, -1.0, -1.5], Some(true)).outcome();
+        assert_eq!(outcome.tokens, vec![5, 6]);
+        assert_eq!(outcome.token_logprobs, vec![-0.5, -1.0]);
+        assert_eq!(outcome.sum_logprob, -3.0);
+        // OpenAI: sum / (text tokens + 1).
+        assert_eq!(outcome.avg_logprob, -1.0);
+        assert!(outcome.completed);
+        assert_eq!((outcome.id, outcome.no_speech_prob), (9, 0.25));
+    }
+
+    #[test]
+    fn a_row_cut_by_the_length_limit_keeps_all_its_tokens() {
+        let outcome = row(&[5, 6, 7], &[-0.5, -0.5, -0.5], Some(false)).outcome();
+        assert_eq!(outcome.tokens, vec![5, 6, 7]);
+        assert_eq!(outcome.avg_logprob, -1.5 / 4.0);
+        assert!(!outcome.completed);
+    }
+
+    #[test]
+    fn advance_samples_applies_rules_and_stops_at_eot_or_the_length_limit() {
+        // The row has sampled 5; EOT is the likeliest token and ends it.
+        let mut r = row(&[5], &[-0.1], None);
+        let mut logits = vec![0.0f32; VOCAB];
+        logits[EOT as usize] = 3.0;
+        logits[NO_SPEECH as usize] = 9.0; // suppressed
+        advance(&mut r, &mut logits);
+        assert_eq!(r.sampled(), &[5, EOT]);
+        assert_eq!(r.finished, Some(true));
+        // A row at its length limit stops without EOT.
+        let mut r = row(&[5], &[-0.1], None);
+        r.rules = Arc::new(RowRules {
+            sample_len: 2,
+            ..text_rules()
+        });
+        let mut logits = vec![0.0f32; VOCAB];
+        logits[7] = 3.0;
+        advance(&mut r, &mut logits);
+        assert_eq!(r.sampled(), &[5, 7]);
+        assert_eq!(r.finished, Some(false));
+        assert_eq!(r.pending, 7);
+        assert_eq!(r.token_logprobs.len(), 2);
     }
 }

@@ -15,12 +15,12 @@ use serde::Serialize;
 
 use crate::decoding::AudioFeatures;
 use crate::error::{Result, WhisperError};
-use crate::mel::{HOP_LENGTH, SAMPLE_RATE};
+use crate::mel::{FRAMES_PER_SECOND, INPUT_STRIDE};
 use crate::transcript::Segment;
 use crate::Whisper;
 
 /// Audio-context positions per second (each encoder output position covers 20 ms).
-pub const TOKENS_PER_SECOND: f64 = SAMPLE_RATE as f64 / (HOP_LENGTH as f64 * 2.0);
+pub const TOKENS_PER_SECOND: f64 = FRAMES_PER_SECOND as f64 / INPUT_STRIDE as f64;
 /// Width of the median filter applied over time to the attention weights.
 pub const MEDFILT_WIDTH: usize = 7;
 /// Punctuation merged into the following word (OpenAI's default).
@@ -71,6 +71,38 @@ pub fn find_alignment(
     if text_tokens.is_empty() {
         return Ok(Vec::new());
     }
+    let tokens = alignment_tokens(whisper, sot_sequence, text_tokens)?;
+    let audio_ctx = features.0.shape()[1] as usize;
+    let frames = (num_frames / INPUT_STRIDE).clamp(1, audio_ctx);
+    let sot_len = sot_sequence.len();
+
+    let weights = alignment_head_weights(whisper, features, &tokens, frames)?;
+    let probs = text_token_probabilities(whisper, features, &tokens, sot_len, text_tokens)?;
+    let matrix = alignment_matrix(&weights, tokens.len(), frames);
+    // Rows of `<|notimestamps|>` and the text tokens (not the sot sequence, not eot).
+    let rows = text_tokens.len() + 1;
+    let cost: Vec<f32> = matrix[sot_len * frames..(sot_len + rows) * frames]
+        .iter()
+        .map(|v| -v)
+        .collect();
+    let jump_times = row_start_times(&dtw(&cost, rows, frames));
+
+    let tk = &whisper.tokenizer;
+    let language = sot_sequence.iter().find_map(|&t| tk.to_language_code(t));
+    let mut with_eot = text_tokens.to_vec();
+    with_eot.push(tk.eot());
+    let (words, word_tokens) = tk.split_to_word_tokens(&with_eot, language);
+    Ok(word_timings(words, word_tokens, &jump_times, &probs))
+}
+
+/// The decoder input of an alignment: `sot_sequence`, `<|notimestamps|>`, the text,
+/// EOT. Errors when `text_tokens` holds special tokens or the whole exceeds the text
+/// context.
+fn alignment_tokens(
+    whisper: &Whisper,
+    sot_sequence: &[u32],
+    text_tokens: &[u32],
+) -> Result<Vec<u32>> {
     let tk = &whisper.tokenizer;
     let eot = tk.eot();
     if let Some(&bad) = text_tokens.iter().find(|&&t| t >= eot) {
@@ -89,17 +121,13 @@ pub fn find_alignment(
             tokens.len()
         )));
     }
-    let audio_ctx = features.0.shape()[1] as usize;
-    let frames = (num_frames / 2).clamp(1, audio_ctx);
-    let q = tokens.len();
-    let n_text = text_tokens.len();
-    let sot_len = sot_sequence.len();
+    Ok(tokens)
+}
 
-    let weights = alignment_head_weights(whisper, features, &tokens, frames)?;
-    let probs = text_token_probabilities(whisper, features, &tokens, sot_len, text_tokens)?;
-
-    // [heads][q][frames] → standardise over tokens, median filter over time, mean
-    // over heads.
+/// `[heads][q][frames]` attention weights → one `[q][frames]` matrix: each head's
+/// rows renormalised and standardised over tokens, median-filtered over time, then
+/// averaged over heads.
+fn alignment_matrix(weights: &[f32], q: usize, frames: usize) -> Vec<f32> {
     let heads = weights.len() / (q * frames);
     let mut matrix = vec![0f32; q * frames];
     let mut row = Vec::with_capacity(frames);
@@ -115,31 +143,38 @@ pub fn find_alignment(
         }
     }
     let scale = 1.0 / heads.max(1) as f32;
-    // Rows of `<|notimestamps|>` and the text tokens (not the sot sequence, not eot).
-    let rows = n_text + 1;
-    let cost: Vec<f32> = matrix[sot_len * frames..(sot_len + rows) * frames]
-        .iter()
-        .map(|v| -(v * scale))
-        .collect();
-    let path = dtw(&cost, rows, frames);
+    for v in &mut matrix {
+        *v *= scale;
+    }
+    matrix
+}
 
-    // Time at which the path enters each row.
-    let mut jump_times = Vec::with_capacity(rows);
+/// Seconds at which a DTW path (row, audio position) enters each row.
+fn row_start_times(path: &[(usize, usize)]) -> Vec<f64> {
+    let mut times = Vec::new();
     let mut previous = None;
-    for &(i, j) in &path {
+    for &(i, j) in path {
         if previous != Some(i) {
-            jump_times.push(j as f64 / TOKENS_PER_SECOND);
+            times.push(j as f64 / TOKENS_PER_SECOND);
             previous = Some(i);
         }
     }
+    times
+}
 
-    let language = sot_sequence.iter().find_map(|&t| tk.to_language_code(t));
-    let mut with_eot = text_tokens.to_vec();
-    with_eot.push(eot);
-    let (words, word_tokens) = tk.split_to_word_tokens(&with_eot, language);
+/// Words with their times (a word starts when the path enters its first token and
+/// ends when it enters the next word's) and the mean probability of their text
+/// tokens. `word_tokens` ends with the EOT's word, which only closes the last word.
+fn word_timings(
+    words: Vec<String>,
+    word_tokens: Vec<Vec<u32>>,
+    jump_times: &[f64],
+    probs: &[f32],
+) -> Vec<WordTiming> {
     if word_tokens.len() <= 1 {
-        return Ok(Vec::new());
+        return Vec::new();
     }
+    let n_text = probs.len();
     let mut boundaries = Vec::with_capacity(word_tokens.len());
     boundaries.push(0usize);
     for t in &word_tokens[..word_tokens.len() - 1] {
@@ -152,7 +187,7 @@ pub fn find_alignment(
             .copied()
             .unwrap_or(0.0)
     };
-    Ok(words
+    words
         .into_iter()
         .zip(word_tokens)
         .zip(boundaries.windows(2))
@@ -171,7 +206,7 @@ pub fn find_alignment(
                 probability,
             }
         })
-        .collect())
+        .collect()
 }
 
 /// Cross-attention weights of the alignment heads over the first `frames` audio
@@ -580,6 +615,47 @@ mod tests {
     fn dtw_breaks_ties_like_openai() {
         assert_eq!(dtw(&[0.0; 6], 2, 3), vec![(0, 0), (1, 0), (1, 1), (1, 2)]);
         assert_eq!(dtw(&[0.0; 6], 3, 2), vec![(0, 0), (1, 0), (2, 0), (2, 1)]);
+    }
+
+    #[test]
+    fn rows_start_where_the_path_enters_them() {
+        // Audio positions are 20 ms apart: row 0 at 0, row 1 at position 3 (60 ms),
+        // row 2 at position 4 (80 ms).
+        let path = [(0, 0), (0, 1), (0, 2), (1, 3), (2, 4), (2, 5)];
+        assert_eq!(row_start_times(&path), vec![0.0, 0.06, 0.08]);
+    }
+
+    #[test]
+    fn words_span_from_their_first_token_to_the_next_word() {
+        // Two words of 2 and 1 tokens, then the EOT's word; the path entered the token
+        // rows at 0.0, 0.1, 0.3 s and EOT's at 0.5 s.
+        let words = vec![" hello".to_string(), " you".to_string(), String::new()];
+        let word_tokens = vec![vec![1, 2], vec![3], vec![99]];
+        let got = word_timings(words, word_tokens, &[0.0, 0.1, 0.3, 0.5], &[0.5, 1.0, 0.25]);
+        let summary: Vec<(&str, f64, f64, f32)> = got
+            .iter()
+            .map(|w| (w.word.as_str(), w.start, w.end, w.probability))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![(" hello", 0.0, 0.3, 0.75), (" you", 0.3, 0.5, 0.25)]
+        );
+        // Only the EOT: no words.
+        assert!(word_timings(vec![String::new()], vec![vec![99]], &[0.0], &[]).is_empty());
+    }
+
+    #[test]
+    fn the_alignment_matrix_averages_standardised_heads() {
+        // One head, 2 tokens × 3 positions: each row renormalised to sum 1, then each
+        // column standardised over the two tokens to ±1 (or 0 where they agree).
+        let weights = [2.0, 1.0, 1.0, 1.0, 1.0, 2.0];
+        let one = alignment_matrix(&weights, 2, 3);
+        // Rows [0.5, .25, .25] and [.25, .25, .5] → columns (+1,-1), (0,0), (-1,+1);
+        // the median filter of width 7 leaves rows of 3 unchanged.
+        assert_eq!(one, vec![1.0, 0.0, -1.0, -1.0, 0.0, 1.0]);
+        // The same head twice averages to the same matrix.
+        let two = alignment_matrix(&[weights, weights].concat(), 2, 3);
+        assert_eq!(two, one);
     }
 
     #[test]
