@@ -294,7 +294,8 @@ fn count_blocks(tensors: &BTreeMap<String, HostTensor>, scope: &str) -> Result<u
     Ok(count)
 }
 
-fn read_json(path: &Path) -> Result<Value> {
+/// A JSON file's contents; [`WhisperError::InvalidConfig`] names it when it is not JSON.
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|source| WhisperError::Io {
         path: path.to_path_buf(),
         source,

@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use hf_hub::api::sync::{Api, ApiBuilder, ApiRepo};
 use hf_hub::{Cache, Repo, RepoType};
 
-use crate::config::ModelDims;
+use crate::config::{read_json, ModelDims};
 use crate::error::{Result, WhisperError};
-use crate::load::{Layout, LoadOptions, CONFIG, HF_SAFETENSORS_INDEX, TOKENIZER};
+use crate::load::{shard_names, Layout, LoadOptions, CONFIG, HF_SAFETENSORS_INDEX, TOKENIZER};
 use crate::Whisper;
 
 const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -609,28 +609,9 @@ fn ensure_file(pinned: &ApiRepo, dir: &Path, repo: &str, commit: &str, name: &st
 }
 
 /// Shard file names of an HF safetensors index.
+/// Without a `weight_map` there is nothing more to fetch; loading reports it.
 fn shards(index: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(index).map_err(|source| WhisperError::Io {
-        path: index.to_path_buf(),
-        source,
-    })?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| WhisperError::InvalidConfig {
-            path: index.to_path_buf(),
-            detail: format!("not valid JSON: {e}"),
-        })?;
-    let mut names: Vec<String> = value
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .map(|m| {
-            m.values()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort_unstable();
-    names.dedup();
-    Ok(names)
+    Ok(shard_names(&read_json(index)?).unwrap_or_default())
 }
 
 /// One file of `repo@revision`: from the cache if there, else downloaded (unless offline).

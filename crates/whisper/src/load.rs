@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use mlx_rs::{Array, Dtype};
 use serde_json::Value;
 
-use crate::config::ModelDims;
+use crate::config::{read_json, ModelDims};
 use crate::ct2::{self, HostDtype, HostTensor};
 use crate::error::{Result, WhisperError};
 use crate::mel::MelFilters;
@@ -248,14 +248,6 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> WhisperError + '_ {
     }
 }
 
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
-    serde_json::from_str(&text).map_err(|e| WhisperError::InvalidConfig {
-        path: path.to_path_buf(),
-        detail: format!("not valid JSON: {e}"),
-    })
-}
-
 /// Loads an mlx-community or Hugging Face directory: dimensions from `config.json`,
 /// tensors from safetensors / npz, mapped to canonical names.
 fn load_tensor_dir(dir: &Path, layout: Layout) -> Result<Loaded> {
@@ -381,17 +373,10 @@ fn check_quantization(config: &Value, path: &Path) -> Result<()> {
 
 /// The shard files an HF `model.safetensors.index.json` names, in name order.
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
-    let value = read_json(index)?;
-    let map = value
-        .get("weight_map")
-        .and_then(Value::as_object)
-        .ok_or_else(|| WhisperError::InvalidConfig {
-            path: index.to_path_buf(),
-            detail: "no `weight_map` object".into(),
-        })?;
-    let mut names: Vec<&str> = map.values().filter_map(Value::as_str).collect();
-    names.sort_unstable();
-    names.dedup();
+    let names = shard_names(&read_json(index)?).ok_or_else(|| WhisperError::InvalidConfig {
+        path: index.to_path_buf(),
+        detail: "no `weight_map` object".into(),
+    })?;
     if names.is_empty() {
         return Err(invalid(index, "`weight_map` names no files"));
     }
@@ -399,7 +384,7 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     names
         .into_iter()
         .map(|name| {
-            let file = dir.join(name);
+            let file = dir.join(&name);
             if name.contains("..") || !file.is_file() {
                 Err(invalid(
                     &file,
@@ -410,6 +395,19 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
             }
         })
         .collect()
+}
+
+/// The shard file names of a parsed HF safetensors index, sorted and each once; `None`
+/// without a `weight_map` object.
+pub(crate) fn shard_names(index: &Value) -> Option<Vec<String>> {
+    let map = index.get("weight_map").and_then(Value::as_object)?;
+    let mut names: Vec<String> = map
+        .values()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    Some(names)
 }
 
 /// `(decoder layer, head)` pairs from an HF `generation_config.json`, if it has them.

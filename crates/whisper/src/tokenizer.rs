@@ -330,6 +330,7 @@ impl<'a> Vocabulary<'a> {
 }
 
 /// The control tokens that steer decoding, resolved by name.
+#[derive(Clone, Copy)]
 struct SpecialTokens {
     sot: u32,
     eot: u32,
@@ -417,15 +418,7 @@ pub struct Tokenizer {
     n_vocab: usize,
     multilingual: bool,
     num_languages: usize,
-    sot: u32,
-    eot: u32,
-    transcribe: u32,
-    translate: u32,
-    sot_lm: u32,
-    sot_prev: u32,
-    no_speech: u32,
-    no_timestamps: u32,
-    timestamp_begin: u32,
+    special: SpecialTokens,
     /// Language tokens in `LANGUAGES` order, the model's first `num_languages`.
     language_tokens: Vec<u32>,
     non_speech_tokens: Vec<u32>,
@@ -437,10 +430,10 @@ impl fmt::Debug for Tokenizer {
             .field("n_vocab", &self.n_vocab)
             .field("multilingual", &self.multilingual)
             .field("num_languages", &self.num_languages)
-            .field("sot", &self.sot)
-            .field("eot", &self.eot)
-            .field("no_timestamps", &self.no_timestamps)
-            .field("timestamp_begin", &self.timestamp_begin)
+            .field("sot", &self.special.sot)
+            .field("eot", &self.special.eot)
+            .field("no_timestamps", &self.special.no_timestamps)
+            .field("timestamp_begin", &self.special.timestamp_begin)
             .finish_non_exhaustive()
     }
 }
@@ -472,19 +465,9 @@ impl Tokenizer {
         let (multilingual, num_languages) = vocabulary_languages(n_vocab)?;
         let (added, bpe) = split_added_tokens(value)?;
         let vocabulary = Vocabulary::new(&added, &bpe);
-        let SpecialTokens {
-            sot,
-            eot,
-            transcribe,
-            translate,
-            sot_lm,
-            sot_prev,
-            no_speech,
-            no_timestamps,
-            timestamp_begin,
-        } = SpecialTokens::resolve(&vocabulary, n_vocab)?;
+        let special = SpecialTokens::resolve(&vocabulary, n_vocab)?;
         let language_tokens = vocabulary.language_tokens(num_languages)?;
-        let token_bytes = text_token_bytes(&bpe, eot);
+        let token_bytes = text_token_bytes(&bpe, special.eot);
         let special_by_id = added.into_iter().map(|(name, id)| (id, name)).collect();
         let mut tokenizer = Tokenizer {
             bpe,
@@ -493,15 +476,7 @@ impl Tokenizer {
             n_vocab,
             multilingual,
             num_languages,
-            sot,
-            eot,
-            transcribe,
-            translate,
-            sot_lm,
-            sot_prev,
-            no_speech,
-            no_timestamps,
-            timestamp_begin,
+            special,
             language_tokens,
             non_speech_tokens: Vec::new(),
         };
@@ -520,49 +495,49 @@ impl Tokenizer {
     }
     /// `<|startoftranscript|>`.
     pub fn sot(&self) -> u32 {
-        self.sot
+        self.special.sot
     }
     /// `<|endoftext|>`; every id from here on is a special or timestamp token.
     pub fn eot(&self) -> u32 {
-        self.eot
+        self.special.eot
     }
     pub fn transcribe(&self) -> u32 {
-        self.transcribe
+        self.special.transcribe
     }
     pub fn translate(&self) -> u32 {
-        self.translate
+        self.special.translate
     }
     /// `<|startoflm|>`.
     pub fn sot_lm(&self) -> u32 {
-        self.sot_lm
+        self.special.sot_lm
     }
     /// `<|startofprev|>`, which introduces the prompt (previous text).
     pub fn sot_prev(&self) -> u32 {
-        self.sot_prev
+        self.special.sot_prev
     }
     /// `<|nospeech|>` (`<|nocaptions|>` in older vocabularies).
     pub fn no_speech(&self) -> u32 {
-        self.no_speech
+        self.special.no_speech
     }
     /// `<|notimestamps|>`.
     pub fn no_timestamps(&self) -> u32 {
-        self.no_timestamps
+        self.special.no_timestamps
     }
     /// `<|0.00|>`, the first timestamp token.
     pub fn timestamp_begin(&self) -> u32 {
-        self.timestamp_begin
+        self.special.timestamp_begin
     }
     /// `<|30.00|>`, the last timestamp token.
     fn timestamp_end(&self) -> u32 {
-        self.timestamp_begin + (N_TIMESTAMPS as u32 - 1)
+        self.special.timestamp_begin + (N_TIMESTAMPS as u32 - 1)
     }
     fn is_timestamp(&self, token: u32) -> bool {
-        (self.timestamp_begin..=self.timestamp_end()).contains(&token)
+        (self.special.timestamp_begin..=self.timestamp_end()).contains(&token)
     }
     /// The time a timestamp token stands for, in seconds.
     fn timestamp_seconds(&self, token: u32) -> Option<f64> {
         self.is_timestamp(token)
-            .then(|| f64::from(token - self.timestamp_begin) * TIME_PRECISION)
+            .then(|| f64::from(token - self.special.timestamp_begin) * TIME_PRECISION)
     }
 
     /// The token of a language the model knows, given its code, name or alias.
@@ -612,15 +587,15 @@ impl Tokenizer {
                     )));
                 }
             }
-            return Ok(vec![self.sot]);
+            return Ok(vec![self.special.sot]);
         }
-        let mut seq = vec![self.sot];
+        let mut seq = vec![self.special.sot];
         if let Some(lang) = language {
             seq.push(self.language_token(lang)?);
         }
         seq.push(match task {
-            Task::Transcribe => self.transcribe,
-            Task::Translate => self.translate,
+            Task::Transcribe => self.special.transcribe,
+            Task::Translate => self.special.translate,
         });
         Ok(seq)
     }
@@ -633,7 +608,7 @@ impl Tokenizer {
         task: Task,
     ) -> Result<Vec<u32>> {
         let mut seq = self.sot_sequence(language, task)?;
-        seq.push(self.no_timestamps);
+        seq.push(self.special.no_timestamps);
         Ok(seq)
     }
 
@@ -655,7 +630,7 @@ impl Tokenizer {
     pub fn decode(&self, tokens: &[u32]) -> String {
         let mut bytes = Vec::new();
         for &t in tokens {
-            if t < self.eot {
+            if t < self.special.eot {
                 self.push_text_bytes(&mut bytes, t);
             }
         }
@@ -667,7 +642,7 @@ impl Tokenizer {
     fn decode_with_timestamps(&self, tokens: &[u32]) -> String {
         let mut bytes = Vec::new();
         for &t in tokens {
-            if t < self.eot {
+            if t < self.special.eot {
                 self.push_text_bytes(&mut bytes, t);
             } else if let Some(seconds) = self.timestamp_seconds(t) {
                 bytes.extend_from_slice(format!("<|{seconds:.2}|>").as_bytes());
@@ -680,7 +655,7 @@ impl Tokenizer {
 
     /// The bytes of a text token (ids below `eot`); `None` for special tokens.
     pub fn token_bytes(&self, token: u32) -> Option<&[u8]> {
-        if token < self.eot {
+        if token < self.special.eot {
             self.token_bytes.get(token as usize).map(Vec::as_slice)
         } else {
             None
@@ -789,7 +764,7 @@ impl Tokenizer {
         let mut words: Vec<String> = Vec::new();
         let mut word_tokens: Vec<Vec<u32>> = Vec::new();
         for (subword, toks) in subwords.into_iter().zip(subword_tokens) {
-            let special = toks[0] >= self.eot;
+            let special = toks[0] >= self.special.eot;
             let with_space = subword.starts_with(' ');
             // Python's `subword.strip() in string.punctuation` is a substring test.
             let punctuation = PUNCTUATION.contains(subword.trim());
