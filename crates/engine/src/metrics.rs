@@ -88,7 +88,9 @@ impl Register<'_> {
 }
 
 impl Metrics {
-    /// The worker's metrics, registered in `registry`.
+    /// The worker's metrics, registered in `registry`. Longer than most functions on
+    /// purpose: it is the table of every worker metric's name, help and buckets, one
+    /// entry each, in one place to read.
     pub fn register(registry: &Registry) -> Self {
         let r = Register(registry);
         Self {

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use steno_server::config::{embedded_model_dir, Config, LogFormat, Override};
 use steno_server::formats::{render, Format, Rendering};
+use steno_server::options::transcribe_options;
 use steno_whisper::{LoadOptions, Mode, Task, TranscribeOptions, Whisper};
 
 #[derive(Parser)]
@@ -129,7 +130,8 @@ struct TranscribeArgs {
     /// txt, vtt, srt, tsv, json or verbose_json.
     #[arg(long, default_value = "txt")]
     format: Format,
-    /// sequential (OpenAI's algorithm) or batched (windows cut at pauses, decoded in parallel).
+    /// sequential (OpenAI's algorithm) or parallel (windows cut at pauses, decoded in
+    /// parallel; `batched`, its former name, is still accepted).
     #[arg(long, default_value = "sequential")]
     mode: Mode,
     /// Text to condition the first window on.
@@ -189,46 +191,27 @@ fn serve(args: ServeArgs) -> Result<()> {
     steno_server::serve::run(config)
 }
 
+/// `steno transcribe`: every file in one batched run of the model (its windows share
+/// decoder steps, up to `--max-batch-rows` rows), then each result printed or
+/// written. A file that fails is named on stderr and the exit code is 1.
 fn transcribe(args: TranscribeArgs) -> Result<()> {
-    let model = args
-        .model
-        .clone()
-        .unwrap_or_else(|| embedded_model_dir().display().to_string());
-    let started = Instant::now();
-    let hub = steno_whisper::hub::HubOptions::from_env();
-    let whisper = Whisper::load_source(&model, &hub, &LoadOptions::default())
-        .with_context(|| format!("loading model {model}"))?;
-    tracing::info!(%model, seconds = started.elapsed().as_secs_f64(), "model loaded");
-
-    let mut audio = Vec::with_capacity(args.files.len());
-    for file in &args.files {
-        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let hint = file.extension().and_then(|e| e.to_str());
-        let decoded = steno_audio::decode(&bytes, hint, &steno_audio::Limits::default())
-            .with_context(|| format!("decoding {}", file.display()))?;
-        audio.push(decoded.samples);
-    }
-    let temperatures = if args.temperature > 0.0 {
-        vec![args.temperature]
-    } else {
-        TranscribeOptions::default().temperatures
-    };
-    let options = TranscribeOptions {
-        task: args.task,
-        language: args.language.clone(),
-        initial_prompt: args.prompt.clone(),
-        mode: args.mode,
-        temperatures,
-        word_timestamps: args.word_timestamps,
-        ..TranscribeOptions::default()
-    };
+    let whisper = load_model(args.model.as_deref())?;
+    let audio = decode_files(&args.files)?;
+    let options = transcribe_options(
+        args.task,
+        args.language.clone(),
+        args.prompt.clone(),
+        args.temperature,
+        args.mode,
+        args.word_timestamps,
+    );
     let inputs: Vec<(&[f32], TranscribeOptions)> = audio
         .iter()
         .map(|a| (a.as_slice(), options.clone()))
         .collect();
     let started = Instant::now();
     let results = whisper.transcribe_many(&inputs, args.max_batch_rows);
-    let audio_seconds: f64 = audio.iter().map(|a| a.len() as f64 / 16_000.0).sum();
+    let audio_seconds: f64 = audio.iter().map(|a| steno_audio::seconds(a.len())).sum();
     tracing::info!(
         audio_seconds,
         wall_seconds = started.elapsed().as_secs_f64(),
@@ -255,6 +238,35 @@ fn transcribe(args: TranscribeArgs) -> Result<()> {
         bail!("some files failed");
     }
     Ok(())
+}
+
+/// The model of `--model`, or the embedded tiny.en.
+fn load_model(model: Option<&str>) -> Result<Whisper> {
+    let model = model.map_or_else(
+        || embedded_model_dir().display().to_string(),
+        str::to_string,
+    );
+    let started = Instant::now();
+    let hub = steno_whisper::hub::HubOptions::from_env();
+    let whisper = Whisper::load_source(&model, &hub, &LoadOptions::default())
+        .with_context(|| format!("loading model {model}"))?;
+    tracing::info!(%model, seconds = started.elapsed().as_secs_f64(), "model loaded");
+    Ok(whisper)
+}
+
+/// Each file's samples (16 kHz mono), in order; the first that fails stops the run.
+fn decode_files(files: &[PathBuf]) -> Result<Vec<Vec<f32>>> {
+    files
+        .iter()
+        .map(|file| {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let hint = file.extension().and_then(|e| e.to_str());
+            let decoded = steno_audio::decode(&bytes, hint, &steno_audio::Limits::default())
+                .with_context(|| format!("decoding {}", file.display()))?;
+            Ok(decoded.samples)
+        })
+        .collect()
 }
 
 fn write_output(file: &Path, rendered: &str, format: Format, dir: Option<&Path>) -> Result<()> {
