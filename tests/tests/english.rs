@@ -109,7 +109,7 @@ fn english_wer_base() {
 }
 
 /// A ~10-minute file made of clips with short pauses, in both long-form modes:
-/// segment timestamps monotonic and inside the audio; batched mode within 2 points
+/// segment timestamps monotonic and inside the audio; parallel mode within 2 points
 /// of the same clips transcribed one by one; sequential mode (OpenAI's algorithm)
 /// no worse than OpenAI's reference implementation on the same file and weights
 /// (`tests/fixtures/reference/long.py`: 6.75 % vs 4.48 % per clip — conditioning on
@@ -138,7 +138,7 @@ fn ten_minute_file_in_both_modes() {
         &std::fs::read_to_string(fixture).expect("reference long-form transcript"),
     );
 
-    for mode in ["sequential", "batched"] {
+    for mode in ["sequential", "parallel"] {
         let run = cli::transcribe(
             &assets::model_dir(assets::TINY_EN),
             std::slice::from_ref(&long),
@@ -155,7 +155,7 @@ fn ten_minute_file_in_both_modes() {
             100.0 * reference_long
         );
         let bound = match mode {
-            "batched" => per_clip + 0.02,
+            "parallel" => per_clip + 0.02,
             _ => reference_long + 0.005,
         };
         assert!(
@@ -197,7 +197,7 @@ fn silence_and_noise_yield_empty_text() {
         })
         .collect();
     cli::write_wav(&noise, &samples);
-    for mode in ["sequential", "batched"] {
+    for mode in ["sequential", "parallel"] {
         let run = cli::transcribe(
             &assets::model_dir(assets::TINY_EN),
             &[silence.clone(), noise.clone()],

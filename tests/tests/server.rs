@@ -487,6 +487,12 @@ fn temperature_0_2() {
 }
 
 #[test]
+fn mode_parallel() {
+    assert_jfk_json_with(&[("mode", "parallel")]);
+}
+
+/// `batched`, the parallel mode's former name, is still accepted.
+#[test]
 fn mode_batched() {
     assert_jfk_json_with(&[("mode", "batched")]);
 }

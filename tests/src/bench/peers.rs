@@ -5,7 +5,7 @@
 //!
 //! Cases:
 //! * `long`: one file of the longest English clips with 0.6 s pauses
-//!   ([`assets::long_english_file`]); Steno in `batched` and `sequential` mode.
+//!   ([`assets::long_english_file`]); Steno in `parallel` and `sequential` mode.
 //! * `clips`: short English clips one after the other (one request at a time for Steno).
 //! * `concurrent`: the same clips from N clients at once: Steno's server with batching
 //!   on; each peer as N processes with one model each (neither has a batching server;
@@ -48,7 +48,7 @@ pub struct Options {
 
 /// The peers `BENCH_PEERS` may name. `faster-whisper-int8-batched` is faster-whisper's
 /// `BatchedInferencePipeline` (its VAD cuts the file, 8 chunks decoded together): the
-/// counterpart of Steno's batched mode, run on the long file only.
+/// counterpart of Steno's parallel mode, run on the long file only.
 pub const PEERS: [&str; 4] = [
     "faster-whisper-int8",
     "faster-whisper-float32",
@@ -445,7 +445,7 @@ pub fn run(o: &Options) -> (Vec<Row>, Vec<String>) {
     for (case, audio) in [("long", &long), ("clips", &clips), ("concurrent", &clips)] {
         let clients = if case == "concurrent" { o.clients } else { 1 };
         let modes: &[&str] = if case == "long" {
-            &["batched", "sequential"]
+            &["parallel", "sequential"]
         } else {
             &["sequential"]
         };
@@ -462,7 +462,7 @@ pub fn run(o: &Options) -> (Vec<Row>, Vec<String>) {
     (rows, failures)
 }
 
-/// The Steno row each case's ratios are taken against (batched mode for the long file).
+/// The Steno row each case's ratios are taken against (parallel mode for the long file).
 fn steno_reference<'a>(rows: &'a [Row], case: &str) -> Option<&'a Row> {
     rows.iter().find(|r| r.case == case && r.is_steno())
 }
@@ -481,7 +481,7 @@ pub fn render(o: &Options, rows: &[Row], failures: &[String]) -> String {
          loads them as they are, mlx-whisper after conversion to its layout, float32); the same \
          16 kHz audio; greedy decoding with OpenAI's temperature fallback, language `en`, no word \
          timestamps. {cores} cores. `Steno ÷ this` is Steno's audio seconds per wall second \
-         divided by the row's, in the same case (the long file: Steno batched).\n",
+         divided by the row's, in the same case (the long file: Steno parallel).\n",
         o.model_name
     );
     let _ = writeln!(
@@ -535,7 +535,7 @@ pub fn render(o: &Options, rows: &[Row], failures: &[String]) -> String {
             let _ = writeln!(s, "* {what}: not measured ({peer} not run)");
         }
     };
-    goal(&mut s, "long file, batched", "long", "mlx-whisper", 5.0);
+    goal(&mut s, "long file, parallel", "long", "mlx-whisper", 5.0);
     goal(
         &mut s,
         &format!("{} concurrent clients", o.clients),
