@@ -327,7 +327,7 @@ fn compressed_formats_match_ffmpegs_decoder() {
             .map(|offset| {
                 let mut padded = vec![0.0; offset];
                 padded.extend_from_slice(&mono);
-                let reference = crate::resample_to_16k(&padded, decoded_rate).unwrap();
+                let reference = crate::resample::resample_to_16k(&padded, decoded_rate).unwrap();
                 let n = audio.samples.len().min(reference.len());
                 let (ours, theirs) = (middle(&audio.samples[..n]), middle(&reference[..n]));
                 let error: Vec<f32> = ours.iter().zip(theirs).map(|(a, b)| a - b).collect();

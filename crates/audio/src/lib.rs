@@ -8,7 +8,6 @@
 //! * [`decode`] / [`decode_owned`] — any container/codec symphonia supports, and Opus in
 //!   Ogg, Matroska or WebM → [`Audio`].
 //! * [`decode_raw_pcm_s16le`] — headerless little-endian 16-bit PCM → [`Audio`].
-//! * [`resample_to_16k`] — band-limited resampling of mono `f32` from any rate.
 //! * [`child`] — the wire format for decoding in a child process, so that a decoder that
 //!   aborts (symphonia allocating what a crafted file declares) costs one upload, not the
 //!   server.
@@ -36,7 +35,6 @@ mod testutil;
 
 pub use decode::{decode, decode_owned, decode_raw_pcm_s16le};
 pub use error::AudioError;
-pub use resample::resample_to_16k;
 
 /// The sample rate of every [`Audio`] this crate returns, and what [`vad`] assumes.
 /// The one definition of the fact: `steno_whisper::mel::SAMPLE_RATE` derives from it.
@@ -129,7 +127,7 @@ impl Limits {
 
     /// The duration limit for a stream of `rate` Hz × `channels`: `max_duration_seconds`,
     /// lowered where the stream would exceed the per-second sample budget.
-    pub fn effective_max_seconds(&self, rate: u32, channels: u16) -> f64 {
+    pub(crate) fn effective_max_seconds(&self, rate: u32, channels: u16) -> f64 {
         let per_second = f64::from(rate) * f64::from(channels.max(1));
         let budget = f64::from(self.max_samples_per_second) * self.max_duration_seconds;
         self.max_duration_seconds.min(budget / per_second)

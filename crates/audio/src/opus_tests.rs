@@ -108,7 +108,7 @@ fn libopus_reference(bytes: &[u8], ext: &str, channels: usize) -> Option<Vec<f32
         .chunks_exact(channels)
         .map(|f| f.iter().sum::<f32>() / channels as f32)
         .collect();
-    Some(crate::resample_to_16k(&mono, OPUS_RATE).unwrap())
+    Some(crate::resample::resample_to_16k(&mono, OPUS_RATE).unwrap())
 }
 
 #[test]

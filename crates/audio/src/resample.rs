@@ -11,7 +11,7 @@
 //! On x86-64 the inner loop is compiled twice and the AVX2 copy chosen at run time; on
 //! aarch64 (Apple silicon) NEON is the baseline and the portable loop vectorises as is.
 
-use crate::{AudioError, MAX_SOURCE_RATE, MIN_SOURCE_RATE, SAMPLE_RATE};
+use crate::{MAX_SOURCE_RATE, MIN_SOURCE_RATE};
 
 /// Sinc zero crossings on each side of the centre: sets the transition band width and the
 /// cost (2 × this many multiply-adds per output, times the downsampling ratio). 20 is a
@@ -34,8 +34,14 @@ const LANES: usize = 8;
 /// Converts mono `f32` samples at `source_rate` Hz to 16 kHz.
 ///
 /// Already-16 kHz input is copied unchanged. Non-finite samples are treated as 0; the
-/// output is not clamped (see [`crate::decode`] for that).
-pub fn resample_to_16k(samples: &[f32], source_rate: u32) -> Result<Vec<f32>, AudioError> {
+/// output is not clamped (see [`crate::decode`] for that). The reference the decoding tests
+/// compare with; decoding itself resamples as packets arrive (`MonoSink`).
+#[cfg(test)]
+pub(crate) fn resample_to_16k(
+    samples: &[f32],
+    source_rate: u32,
+) -> Result<Vec<f32>, crate::AudioError> {
+    use crate::{AudioError, SAMPLE_RATE};
     check_rate(source_rate).map_err(AudioError::InvalidParameter)?;
     let clean = samples.iter().map(|&s| if s.is_finite() { s } else { 0.0 });
     if source_rate == SAMPLE_RATE {
@@ -307,6 +313,7 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::testutil::{amplitude_at, estimate_frequency, rms, sine};
+    use crate::AudioError;
 
     fn resample(samples: &[f32], in_rate: u32, out_rate: u32) -> Vec<f32> {
         let mut r = Resampler::new(in_rate, out_rate);

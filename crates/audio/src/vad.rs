@@ -13,9 +13,6 @@
 
 use crate::SAMPLE_RATE;
 
-/// Whisper's window: 30 s at 16 kHz.
-pub const MAX_WINDOW_SAMPLES: usize = 480_000;
-
 /// Hop of the energy grid used to place cuts (10 ms).
 const CUT_HOP: usize = SAMPLE_RATE as usize / 100;
 /// Length of the quiet spot looked for when a window has no pause (100 ms).
@@ -132,16 +129,12 @@ pub fn speech_regions(samples: &[f32], params: &VadParams) -> Vec<(usize, usize)
 
 /// True when `samples` (16 kHz mono) hold no speech: silence, or any steady noise.
 pub fn is_silent(samples: &[f32]) -> bool {
-    is_silent_with(samples, &VadParams::default())
-}
-
-/// [`is_silent`] with explicit parameters.
-pub fn is_silent_with(samples: &[f32], params: &VadParams) -> bool {
-    speech_regions(samples, params).is_empty()
+    speech_regions(samples, &VadParams::default()).is_empty()
 }
 
 /// Where to cut 16 kHz mono `samples` so that no piece is longer than
-/// `max_window_samples` (normally [`MAX_WINDOW_SAMPLES`]): sorted cut positions, excluding
+/// `max_window_samples` (normally Whisper's 30 s window, `steno_whisper::mel::N_SAMPLES`):
+/// sorted cut positions, excluding
 /// 0 and `samples.len()`, empty when the audio already fits.
 ///
 /// Each cut lies in the last third of the window it ends, in the longest pause found there
@@ -329,6 +322,8 @@ mod tests {
     use crate::testutil::{jfk_wav, pseudo_speech, sine, white_noise};
 
     const RATE: usize = SAMPLE_RATE as usize;
+    /// Whisper's window: 30 s at 16 kHz.
+    const MAX_WINDOW_SAMPLES: usize = 30 * RATE;
 
     fn secs(s: f64) -> usize {
         (s * RATE as f64).round() as usize
