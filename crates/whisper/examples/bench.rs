@@ -4,7 +4,7 @@
 //! * GEMM roofline: fp32 matmul of the encoder's MLP shape, the best this backend does.
 //! * Encoder: seconds per 30 s window at batch 1 and 4, with CPU lanes off and on
 //!   (`runtime::set_cpu_lanes`), and its achieved GFLOP/s as a share of that roofline.
-//! * One long file (clips joined with pauses) in `sequential` and `batched` modes.
+//! * One long file (clips joined with pauses) in `sequential` and `parallel` modes.
 //! * Short clips, one row at a time vs batched across clips.
 //!
 //! Usage: bench [MODEL_DIR] (default: tiny.en from the test assets).
@@ -196,6 +196,8 @@ fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
 }
 
 /// `bench --turbo-random`: see the header.
+/// Long on purpose: a benchmark script whose measurements run and print in the order of
+/// the report it writes; splitting it would scatter one table over several functions.
 fn turbo_random(out: Option<String>) {
     let layers = env_list("STENO_BENCH_TURBO_LAYERS", &[32])[0];
     let batches = env_list("STENO_BENCH_TURBO_BATCHES", &[1, 2, 4, 8, 16, 32]);
@@ -390,6 +392,8 @@ MLX memory: active {:.0} MiB, peak {:.0} MiB, cache {:.0} MiB.",
 
 /// `bench --turbo-ops`: where one large-v3-turbo encoder layer's time goes, op by op, at
 /// `STENO_BENCH_OPS_BATCH` windows (8): the median of 10 evaluations of each op alone.
+/// Long on purpose: a benchmark script whose measurements run and print in the order of
+/// the report it writes; splitting it would scatter one table over several functions.
 fn turbo_ops() {
     let b = env_list("STENO_BENCH_OPS_BATCH", &[8])[0] as i32;
     let (t, d, heads) = (1500i32, 1280i32, 20i32);
@@ -722,6 +726,8 @@ fn main() {
 }
 
 /// `bench [MODEL_DIR]`: see the header.
+/// Long on purpose: a benchmark script whose measurements run and print in the order of
+/// the report it writes; splitting it would scatter one table over several functions.
 fn model_bench() {
     let model_dir = std::env::args()
         .nth(1)

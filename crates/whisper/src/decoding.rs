@@ -1,6 +1,6 @@
-//! Batched decoding: many windows ("rows"), possibly from different requests with
-//! different prompts, languages, tasks and temperatures, advance one token per
-//! decoder call. Rows join ([`Batch::admit`]) and leave ([`Batch::step`] returns the
+//! Batched decoding: many rows (windows being decoded), possibly from different jobs
+//! with different prompts, languages, tasks and temperatures, advance one token per
+//! decoder step. Rows join ([`Batch::admit`]) and leave ([`Batch::step`] returns the
 //! finished ones, [`Batch::cancel`] drops one) between steps.
 //!
 //! All rows share one time axis of the self-attention cache. A row's tokens occupy
@@ -107,6 +107,32 @@ struct ActiveRow {
 }
 
 impl ActiveRow {
+    /// A row about to sample its first token; `sot_logits` are the logits at its
+    /// `<|startoftranscript|>`, whose no-speech probability the row reports.
+    fn new(spec: RowSpec, sot_logits: &[f32]) -> Self {
+        let no_speech_prob = spec
+            .rules
+            .specials
+            .no_speech
+            .map(|t| softmax_at(sot_logits, t as usize))
+            .unwrap_or(0.0);
+        let sample_begin = spec.initial_tokens.len();
+        ActiveRow {
+            id: spec.id,
+            rules: spec.rules,
+            temperature: spec.temperature,
+            rng: Rng::new(spec.seed),
+            start: 0,
+            tokens: spec.initial_tokens,
+            sample_begin,
+            pending: 0,
+            sum_logprob: 0.0,
+            token_logprobs: Vec::new(),
+            no_speech_prob,
+            finished: None,
+        }
+    }
+
     fn sampled(&self) -> &[u32] {
         &self.tokens[self.sample_begin..]
     }
@@ -171,41 +197,19 @@ impl Batch {
             return Ok(Vec::new());
         }
         let n = specs.len();
-        let longest = specs
-            .iter()
-            .map(|s| s.initial_tokens.len())
-            .max()
-            .unwrap_or(0);
+        let initial: Vec<&[u32]> = specs.iter().map(|s| s.initial_tokens.as_slice()).collect();
+        let prefill = Prefill::new(&initial);
+        let longest = prefill.longest;
         let features: Vec<&Array> = specs.iter().map(|s| &s.features.0).collect();
         let features = ops::concatenate(&features, 0)?;
-
-        let mut tokens = Vec::with_capacity(n * longest);
-        let mut positions = Vec::with_capacity(n * longest);
-        let mut mask = vec![0f32; n * longest * longest];
-        for (i, spec) in specs.iter().enumerate() {
-            let pad = longest - spec.initial_tokens.len();
-            for j in 0..longest {
-                tokens.push(if j < pad {
-                    spec.initial_tokens[0]
-                } else {
-                    spec.initial_tokens[j - pad]
-                } as i32);
-                positions.push(j.saturating_sub(pad) as i32);
-                for k in 0..longest {
-                    // Causal within the row's own tokens; padding queries see only
-                    // themselves so no softmax row is empty.
-                    let visible = (k <= j && k >= pad) || k == j;
-                    if !visible {
-                        mask[(i * longest + j) * longest + k] = f32::NEG_INFINITY;
-                    }
-                }
-            }
-        }
         let shape = [n as i32, longest as i32];
-        let tokens = Array::from_slice(&tokens, &shape);
-        let positions = Array::from_slice(&positions, &shape);
-        let mask = Array::from_slice(&mask, &[n as i32, 1, longest as i32, longest as i32])
-            .as_dtype(self.dtype)?;
+        let tokens = Array::from_slice(&prefill.tokens, &shape);
+        let positions = Array::from_slice(&prefill.positions, &shape);
+        let mask = Array::from_slice(
+            &prefill.mask,
+            &[n as i32, 1, longest as i32, longest as i32],
+        )
+        .as_dtype(self.dtype)?;
         let mut caches = model.decoder.new_caches(&features)?;
         let hidden = model
             .decoder
@@ -214,41 +218,17 @@ impl Batch {
         // Logits at each row's last token and at its <|startoftranscript|>.
         let state = hidden.shape()[2];
         let flat = hidden.reshape(&[(n * longest) as i32, state])?;
-        let mut picks: Vec<i32> = (0..n).map(|i| ((i + 1) * longest - 1) as i32).collect();
-        picks.extend(
-            specs.iter().enumerate().map(|(i, s)| {
-                (i * longest + longest - s.initial_tokens.len() + s.sot_index) as i32
-            }),
-        );
+        let sot_indices: Vec<usize> = specs.iter().map(|s| s.sot_index).collect();
+        let picks = prefill.logit_positions(&initial, &sot_indices);
         let picked = flat.take_axis(Array::from_slice(&picks, &[2 * n as i32]), 0)?;
         let logits = host_logits(&model.decoder.logits(&picked)?)?;
         let vocab = logits.len() / (2 * n);
 
-        let mut new_rows = Vec::with_capacity(n);
-        for (i, spec) in specs.into_iter().enumerate() {
-            let sot_logits = &logits[(n + i) * vocab..(n + i + 1) * vocab];
-            let no_speech_prob = spec
-                .rules
-                .specials
-                .no_speech
-                .map(|t| softmax_at(sot_logits, t as usize))
-                .unwrap_or(0.0);
-            let sample_begin = spec.initial_tokens.len();
-            new_rows.push(ActiveRow {
-                id: spec.id,
-                rules: spec.rules,
-                temperature: spec.temperature,
-                rng: Rng::new(spec.seed),
-                start: 0,
-                tokens: spec.initial_tokens,
-                sample_begin,
-                pending: 0,
-                sum_logprob: 0.0,
-                token_logprobs: Vec::new(),
-                no_speech_prob,
-                finished: None,
-            });
-        }
+        let mut new_rows: Vec<ActiveRow> = specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, spec)| ActiveRow::new(spec, &logits[(n + i) * vocab..(n + i + 1) * vocab]))
+            .collect();
         for (i, row) in new_rows.iter_mut().enumerate() {
             let mut row_logits = logits[i * vocab..(i + 1) * vocab].to_vec();
             advance(row, &mut row_logits);
@@ -394,6 +374,63 @@ impl Batch {
         self.time -= unused;
         self.rows = live;
         Ok(done)
+    }
+}
+
+/// The inputs of one decoder call over new rows' initial tokens, right-aligned in a
+/// `[rows, longest]` grid: padding repeats a row's first token; the mask
+/// `[rows, 1, longest, longest]` is causal within each row's own tokens, and a padding
+/// query sees only itself so that no softmax row is empty.
+struct Prefill {
+    longest: usize,
+    tokens: Vec<i32>,
+    positions: Vec<i32>,
+    mask: Vec<f32>,
+}
+
+impl Prefill {
+    fn new(initial: &[&[u32]]) -> Self {
+        let n = initial.len();
+        let longest = initial.iter().map(|t| t.len()).max().unwrap_or(0);
+        let mut tokens = Vec::with_capacity(n * longest);
+        let mut positions = Vec::with_capacity(n * longest);
+        let mut mask = vec![0f32; n * longest * longest];
+        for (i, row) in initial.iter().enumerate() {
+            let pad = longest - row.len();
+            for j in 0..longest {
+                tokens.push(if j < pad { row[0] } else { row[j - pad] } as i32);
+                positions.push(j.saturating_sub(pad) as i32);
+                for k in 0..longest {
+                    let visible = (k <= j && k >= pad) || k == j;
+                    if !visible {
+                        mask[(i * longest + j) * longest + k] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        Self {
+            longest,
+            tokens,
+            positions,
+            mask,
+        }
+    }
+
+    /// Flat grid positions whose logits are needed: each row's last token (to sample
+    /// from), then each row's `<|startoftranscript|>` (for the no-speech probability).
+    fn logit_positions(&self, initial: &[&[u32]], sot_indices: &[usize]) -> Vec<i32> {
+        let longest = self.longest;
+        let mut picks: Vec<i32> = (0..initial.len())
+            .map(|i| ((i + 1) * longest - 1) as i32)
+            .collect();
+        picks.extend(
+            initial
+                .iter()
+                .zip(sot_indices)
+                .enumerate()
+                .map(|(i, (row, sot))| (i * longest + longest - row.len() + sot) as i32),
+        );
+        picks
     }
 }
 
@@ -807,6 +844,36 @@ mod tests {
         assert!((logsumexp(&[0.0, 0.0]) - 2f32.ln()).abs() < 1e-6);
         assert_eq!(logsumexp(&[NEG, NEG]), NEG);
         assert!((softmax_at(&[0.0, 3f32.ln()], 1) - 0.75).abs() < 1e-6);
+    }
+
+    #[test]
+    fn prefill_right_aligns_rows_and_masks_their_padding() {
+        let initial: [&[u32]; 2] = [&[1, 2, 3], &[7]];
+        let prefill = Prefill::new(&initial);
+        assert_eq!(prefill.longest, 3);
+        assert_eq!(prefill.tokens, vec![1, 2, 3, 7, 7, 7]);
+        assert_eq!(prefill.positions, vec![0, 1, 2, 0, 0, 0]);
+        let visible: Vec<Vec<usize>> = prefill
+            .mask
+            .chunks(3)
+            .map(|q| (0..3).filter(|&k| q[k] == 0.0).collect())
+            .collect();
+        // Row 0 is causal; row 1's two padding queries see only themselves and its
+        // one real token sees only itself.
+        assert_eq!(
+            visible,
+            vec![
+                vec![0],
+                vec![0, 1],
+                vec![0, 1, 2],
+                vec![0],
+                vec![1],
+                vec![2]
+            ]
+        );
+        // Sample from positions 2 and 5; <|startoftranscript|> at index 1 of row 0
+        // and index 0 of row 1 (grid position 3 + 2).
+        assert_eq!(prefill.logit_positions(&initial, &[1, 0]), vec![2, 5, 1, 5]);
     }
 
     fn row(sampled: &[u32], logprobs: &[f32], finished: Option<bool>) -> ActiveRow {

@@ -703,7 +703,7 @@ mod tests {
 
     #[test]
     fn silent_audio_gets_no_window() {
-        let silence = vec![0f32; 16_000 * 3];
+        let silence = vec![0f32; crate::mel::SAMPLE_RATE * 3];
         for mode in [Mode::Sequential, Mode::Parallel] {
             assert!(initial_windows(&silence, mode, 300).is_empty());
         }

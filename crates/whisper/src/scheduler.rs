@@ -259,12 +259,7 @@ impl Scheduler {
         let jobs = distinct(windows.iter().map(|w| w.job));
         match self.admit(whisper, windows) {
             Ok(outcomes) => Ok(outcomes),
-            Err(error) => {
-                for job in jobs {
-                    self.fail_job(job, &error, events)?;
-                }
-                Ok(Vec::new())
-            }
+            Err(error) => self.fail_jobs(&jobs, &error, events),
         }
     }
 
@@ -287,23 +282,24 @@ impl Scheduler {
                 let rows: Vec<RowId> = batch.ids().collect();
                 self.batch = None;
                 let jobs = distinct(rows.iter().filter_map(|r| self.row_jobs.get(r).copied()));
-                for job in jobs {
-                    self.fail_job(job, &error, events)?;
-                }
-                Ok(Vec::new())
+                self.fail_jobs(&jobs, &error, events)
             }
         }
     }
 
-    fn fail_job(
+    /// Cancels `jobs` with a `Failed` event each. Returns no finished rows, for the
+    /// callers' convenience.
+    fn fail_jobs(
         &mut self,
-        id: JobId,
+        jobs: &[JobId],
         error: &WhisperError,
         events: &mut Vec<(JobId, JobEvent)>,
-    ) -> Result<()> {
-        self.cancel(id)?;
-        events.push((id, JobEvent::Failed(WhisperError::Mlx(error.to_string()))));
-        Ok(())
+    ) -> Result<Vec<RowOutcome>> {
+        for &id in jobs {
+            self.cancel(id)?;
+            events.push((id, JobEvent::Failed(WhisperError::Mlx(error.to_string()))));
+        }
+        Ok(Vec::new())
     }
 
     /// Encodes the windows that need it in one call, detects languages where needed,

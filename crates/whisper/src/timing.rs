@@ -493,85 +493,24 @@ pub fn add_word_timestamps(
         .collect();
     let text_tokens: Vec<u32> = text_per_segment.iter().flatten().copied().collect();
     let mut alignment = find_alignment(whisper, features, sot_sequence, &text_tokens, num_frames)?;
-
-    let mut durations: Vec<f64> = alignment
-        .iter()
-        .map(|t| t.end - t.start)
-        .filter(|&d| d != 0.0)
-        .collect();
-    let median_duration = if durations.is_empty() {
-        0.0
-    } else {
-        median(&mut durations)
+    let limits = DurationLimits::of(&alignment);
+    if let Some(limits) = limits {
+        clamp_sentence_end_words(&mut alignment, limits.max);
     }
-    .min(0.7);
-    let max_duration = median_duration * 2.0;
-
-    // Words at sentence boundaries are at most twice the median duration.
-    if !durations.is_empty() {
-        for i in 1..alignment.len() {
-            if alignment[i].end - alignment[i].start > max_duration {
-                if SENTENCE_END_MARKS.contains(alignment[i].word.as_str()) {
-                    alignment[i].end = alignment[i].start + max_duration;
-                } else if SENTENCE_END_MARKS.contains(alignment[i - 1].word.as_str()) {
-                    alignment[i].start = alignment[i].end - max_duration;
-                }
-            }
-        }
-    }
-
+    let limits = limits.unwrap_or(DurationLimits {
+        median: 0.0,
+        max: 0.0,
+    });
     merge_punctuations(&mut alignment, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS);
 
     let mut last_speech = *last_speech_timestamp;
-    let mut word_index = 0;
+    let mut aligned = alignment.iter();
     let mut result = Vec::with_capacity(segments.len());
     for (segment, text) in segments.iter_mut().zip(&text_per_segment) {
-        let mut saved_tokens = 0;
-        let mut words: Vec<Word> = Vec::new();
-        while word_index < alignment.len() && saved_tokens < text.len() {
-            let timing = &alignment[word_index];
-            if !timing.word.is_empty() {
-                words.push(Word {
-                    word: timing.word.clone(),
-                    start: round2(time_offset + timing.start),
-                    end: round2(time_offset + timing.end),
-                    probability: timing.probability,
-                });
-            }
-            saved_tokens += timing.tokens.len();
-            word_index += 1;
-        }
-
+        let mut words = segment_words(&mut aligned, text.len(), time_offset);
         if !words.is_empty() {
-            // The first and second word after a pause are at most twice the median
-            // duration.
-            let n = words.len();
-            if words[0].end - last_speech > median_duration * 4.0
-                && (words[0].end - words[0].start > max_duration
-                    || (n > 1 && words[1].end - words[0].start > max_duration * 2.0))
-            {
-                if n > 1 && words[1].end - words[1].start > max_duration {
-                    let boundary = (words[1].end / 2.0).max(words[1].end - max_duration);
-                    words[0].end = boundary;
-                    words[1].start = boundary;
-                }
-                words[0].start = (words[0].end - max_duration).max(0.0);
-            }
-
-            // Prefer the segment's start timestamp if the first word is too long.
-            if segment.start < words[0].end && segment.start - 0.5 > words[0].start {
-                words[0].start = (words[0].end - median_duration).min(segment.start).max(0.0);
-            } else {
-                segment.start = words[0].start;
-            }
-
-            // Prefer the segment's end timestamp if the last word is too long.
-            let last = n - 1;
-            if segment.end > words[last].start && segment.end + 0.5 < words[last].end {
-                words[last].end = (words[last].start + median_duration).max(segment.end);
-            } else {
-                segment.end = words[last].end;
-            }
+            clamp_words_after_pause(&mut words, last_speech, limits);
+            fit_segment_to_words(segment, &mut words, limits.median);
             last_speech = segment.end;
         }
         result.push(words);
@@ -580,6 +519,108 @@ pub fn add_word_timestamps(
         *last_speech_timestamp = last.end;
     }
     Ok(result)
+}
+
+/// OpenAI's bounds on a word's duration: the median of the nonzero durations, at most
+/// 0.7 s, and twice that.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct DurationLimits {
+    median: f64,
+    max: f64,
+}
+
+impl DurationLimits {
+    /// `None` when no word has a nonzero duration.
+    fn of(alignment: &[WordTiming]) -> Option<Self> {
+        let mut durations: Vec<f64> = alignment
+            .iter()
+            .map(|t| t.end - t.start)
+            .filter(|&d| d != 0.0)
+            .collect();
+        if durations.is_empty() {
+            return None;
+        }
+        let median = median(&mut durations).min(0.7);
+        Some(Self {
+            median,
+            max: median * 2.0,
+        })
+    }
+}
+
+/// Words at sentence boundaries are at most `max_duration` long: a sentence-ending
+/// mark loses its tail, the word after one loses its head.
+fn clamp_sentence_end_words(alignment: &mut [WordTiming], max_duration: f64) {
+    for i in 1..alignment.len() {
+        if alignment[i].end - alignment[i].start > max_duration {
+            if SENTENCE_END_MARKS.contains(alignment[i].word.as_str()) {
+                alignment[i].end = alignment[i].start + max_duration;
+            } else if SENTENCE_END_MARKS.contains(alignment[i - 1].word.as_str()) {
+                alignment[i].start = alignment[i].end - max_duration;
+            }
+        }
+    }
+}
+
+/// The next words of the alignment that make up a segment of `text_tokens` text tokens,
+/// in absolute seconds rounded to 10 ms; merged-away (empty) entries are consumed but
+/// not returned.
+fn segment_words<'a>(
+    aligned: &mut impl Iterator<Item = &'a WordTiming>,
+    text_tokens: usize,
+    time_offset: f64,
+) -> Vec<Word> {
+    let mut saved_tokens = 0;
+    let mut words = Vec::new();
+    while saved_tokens < text_tokens {
+        let Some(timing) = aligned.next() else {
+            break;
+        };
+        if !timing.word.is_empty() {
+            words.push(Word {
+                word: timing.word.clone(),
+                start: round2(time_offset + timing.start),
+                end: round2(time_offset + timing.end),
+                probability: timing.probability,
+            });
+        }
+        saved_tokens += timing.tokens.len();
+    }
+    words
+}
+
+/// The first and second word after a pause (since `last_speech`) are at most twice the
+/// median duration.
+fn clamp_words_after_pause(words: &mut [Word], last_speech: f64, limits: DurationLimits) {
+    let n = words.len();
+    let max_duration = limits.max;
+    if words[0].end - last_speech > limits.median * 4.0
+        && (words[0].end - words[0].start > max_duration
+            || (n > 1 && words[1].end - words[0].start > max_duration * 2.0))
+    {
+        if n > 1 && words[1].end - words[1].start > max_duration {
+            let boundary = (words[1].end / 2.0).max(words[1].end - max_duration);
+            words[0].end = boundary;
+            words[1].start = boundary;
+        }
+        words[0].start = (words[0].end - max_duration).max(0.0);
+    }
+}
+
+/// Moves the segment's start and end to its first and last word, unless that word
+/// looks overlong: then the word is trimmed to the segment's timestamp instead.
+fn fit_segment_to_words(segment: &mut Segment, words: &mut [Word], median_duration: f64) {
+    if segment.start < words[0].end && segment.start - 0.5 > words[0].start {
+        words[0].start = (words[0].end - median_duration).min(segment.start).max(0.0);
+    } else {
+        segment.start = words[0].start;
+    }
+    let last = words.len() - 1;
+    if segment.end > words[last].start && segment.end + 0.5 < words[last].end {
+        words[last].end = (words[last].start + median_duration).max(segment.end);
+    } else {
+        segment.end = words[last].end;
+    }
 }
 
 #[cfg(test)]
@@ -656,6 +697,106 @@ mod tests {
         // The same head twice averages to the same matrix.
         let two = alignment_matrix(&[weights, weights].concat(), 2, 3);
         assert_eq!(two, one);
+    }
+
+    fn timed(word: &str, start: f64, end: f64) -> WordTiming {
+        WordTiming {
+            start,
+            end,
+            ..timing(word, &[1])
+        }
+    }
+
+    fn word(start: f64, end: f64) -> Word {
+        Word {
+            word: " w".into(),
+            start,
+            end,
+            probability: 1.0,
+        }
+    }
+
+    #[test]
+    fn duration_limits_use_the_median_capped_at_0_7_s() {
+        let short = [
+            timed(" a", 0.0, 0.2),
+            timed(" b", 0.2, 0.2),
+            timed(" c", 0.2, 0.6),
+        ];
+        // Nonzero durations 0.2 and 0.4: median 0.3 (within float rounding).
+        let limits = DurationLimits::of(&short).unwrap();
+        assert!((limits.median - 0.3).abs() < 1e-9 && (limits.max - 0.6).abs() < 1e-9);
+        let long = [timed(" a", 0.0, 2.0)];
+        assert_eq!(
+            DurationLimits::of(&long),
+            Some(DurationLimits {
+                median: 0.7,
+                max: 1.4
+            })
+        );
+        assert_eq!(DurationLimits::of(&[timed(" a", 1.0, 1.0)]), None);
+    }
+
+    #[test]
+    fn sentence_ends_are_clamped() {
+        let mut words = [
+            timed(" Hi", 0.0, 0.3),
+            timed(".", 0.3, 2.3),     // an overlong full stop loses its tail
+            timed(" Then", 2.3, 4.3), // the word after it loses its head
+            timed(" more", 4.3, 6.3), // overlong, but not at a sentence end
+        ];
+        clamp_sentence_end_words(&mut words, 1.0);
+        let times: Vec<(f64, f64)> = words.iter().map(|w| (w.start, w.end)).collect();
+        assert_eq!(times, vec![(0.0, 0.3), (0.3, 1.3), (3.3, 4.3), (4.3, 6.3)]);
+    }
+
+    #[test]
+    fn a_long_first_word_after_a_pause_is_shortened() {
+        let limits = DurationLimits {
+            median: 0.3,
+            max: 0.6,
+        };
+        // Speech last ended at 1.0; the first word claims 2.0..5.0 (overlong, and
+        // ending 4 s after the last speech > 4 × median): it keeps its last 0.6 s.
+        let mut words = [word(2.0, 5.0), word(5.0, 5.3)];
+        clamp_words_after_pause(&mut words, 1.0, limits);
+        assert!((words[0].start - 4.4).abs() < 1e-9 && words[0].end == 5.0);
+        // Right after speech (no pause) nothing changes.
+        let mut words = [word(2.0, 5.0)];
+        clamp_words_after_pause(&mut words, 4.9, limits);
+        assert_eq!((words[0].start, words[0].end), (2.0, 5.0));
+    }
+
+    #[test]
+    fn segments_move_to_their_words_unless_a_word_is_overlong() {
+        let mut segment = Segment {
+            id: 0,
+            seek: 0,
+            start: 1.0,
+            end: 3.0,
+            text: " a b".into(),
+            tokens: vec![],
+            temperature: 0.0,
+            avg_logprob: 0.0,
+            compression_ratio: 1.0,
+            no_speech_prob: 0.0,
+            token_logprobs: vec![],
+            words: None,
+        };
+        // Words within half a second of the segment's ends: the segment follows them.
+        let mut words = [word(1.2, 1.5), word(2.0, 2.8)];
+        fit_segment_to_words(&mut segment, &mut words, 0.3);
+        assert_eq!((segment.start, segment.end), (1.2, 2.8));
+        // A first word starting over 0.5 s before the segment is cut to the segment's
+        // start; a last word ending over 0.5 s after it is cut to a median duration
+        // (but not before the segment's end).
+        segment.start = 2.0;
+        segment.end = 4.0;
+        let mut words = [word(1.0, 2.5), word(3.8, 6.0)];
+        fit_segment_to_words(&mut segment, &mut words, 0.3);
+        assert_eq!((segment.start, segment.end), (2.0, 4.0));
+        assert_eq!((words[0].start, words[0].end), (2.0, 2.5));
+        assert!(words[1].start == 3.8 && (words[1].end - 4.1).abs() < 1e-9);
     }
 
     #[test]

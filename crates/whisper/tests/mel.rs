@@ -262,7 +262,10 @@ fn read_wav_s16_mono_16k(path: &Path) -> Vec<f32> {
                 let channels = u16::from_le_bytes([body[2], body[3]]);
                 let rate = u32::from_le_bytes(body[4..8].try_into().unwrap());
                 let bits = u16::from_le_bytes([body[14], body[15]]);
-                assert_eq!((format, channels, rate, bits), (1, 1, 16_000, 16));
+                assert_eq!(
+                    (format, channels, rate, bits),
+                    (1, 1, steno_audio::SAMPLE_RATE, 16)
+                );
                 format_ok = true;
             }
             b"data" => {

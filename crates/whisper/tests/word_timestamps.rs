@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use steno_whisper::mel::{HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
+use steno_whisper::mel::{frames_to_seconds, N_FRAMES, SAMPLE_RATE};
 use steno_whisper::timing::{self, Word, WordTiming};
 use steno_whisper::{LoadOptions, Segment, Task, Whisper};
 
@@ -133,7 +133,7 @@ fn word_timestamps_match_openai() {
 fn jfk_end_to_end(whisper: &Whisper, speech: &Path) -> Segment {
     let reference = fixture("jfk_tiny_en");
     let samples = read_wav_s16_mono_16k(&speech.join("jfk.wav"));
-    let duration = samples.len() as f64 / SAMPLE_RATE as f64;
+    let duration = steno_audio::seconds(samples.len());
     let transcript = whisper.transcribe(&samples, Default::default()).unwrap();
     let ref_segments = reference["segments"].as_array().unwrap();
     let mut segments = transcript.segments.clone();
@@ -261,7 +261,7 @@ fn reference_windows(
             assert_eq!(a.tokens, u32s(&r["tokens"]), "{label}");
         }
 
-        let time_offset = seek as f64 * HOP_LENGTH as f64 / SAMPLE_RATE as f64;
+        let time_offset = frames_to_seconds(seek);
         let words = timing::add_word_timestamps(
             whisper,
             &mut segments,
@@ -340,7 +340,10 @@ fn read_wav_s16_mono_16k(path: &Path) -> Vec<f32> {
                 let channels = u16::from_le_bytes([body[2], body[3]]);
                 let rate = u32::from_le_bytes(body[4..8].try_into().unwrap());
                 let bits = u16::from_le_bytes([body[14], body[15]]);
-                assert_eq!((format, channels, rate, bits), (1, 1, 16_000, 16));
+                assert_eq!(
+                    (format, channels, rate, bits),
+                    (1, 1, steno_audio::SAMPLE_RATE, 16)
+                );
                 format_ok = true;
             }
             b"data" => {
