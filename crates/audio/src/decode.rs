@@ -1,4 +1,10 @@
 //! Upload bytes → mono 16 kHz: probe, demux, decode, downmix, resample, under [`Limits`].
+//!
+//! The path: [`decode_owned`] checks the size and the container's declared sizes
+//! (`header_guard`), then `decode_container` probes the format (`open_container`), picks
+//! the track (`first_audio_track`), checks what it declares (`check_declared_stream`) and
+//! reads it packet by packet (`decode_track`: `next_packet`, the codec, `TrackOutput::push`
+//! for downmixing and resampling into a `MonoSink`).
 
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};

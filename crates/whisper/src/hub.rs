@@ -222,7 +222,7 @@ pub struct ResolvedModel {
 
 impl ResolvedModel {
     /// `options` with the fetched tokenizer filled in unless one was given.
-    pub fn load_options(&self, options: &LoadOptions) -> LoadOptions {
+    fn load_options(&self, options: &LoadOptions) -> LoadOptions {
         LoadOptions {
             dtype: options.dtype,
             tokenizer: options.tokenizer.clone().or_else(|| self.tokenizer.clone()),
