@@ -19,6 +19,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use crate::error::{Result, WhisperError};
+use crate::longform::TIME_PRECISION;
 
 /// Whisper's languages as (code, English name), in the order of their tokens in the
 /// vocabulary: the language token of `LANGUAGES[i]` is `sot + 1 + i`. Models know the
@@ -152,8 +153,6 @@ const PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
 /// Number of timestamp tokens, `<|0.00|>` to `<|30.00|>` in steps of 0.02 s.
 const N_TIMESTAMPS: usize = 1501;
 
-/// Seconds per timestamp token.
-const TIME_PRECISION: f64 = 0.02;
 
 /// The language code for a code, an English name or one of OpenAI's aliases, ignoring
 /// case and surrounding whitespace: `"EN"`, `"English"` and `"en"` all give `"en"`,

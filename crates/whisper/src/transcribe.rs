@@ -28,13 +28,6 @@ pub enum Mode {
     Parallel,
 }
 
-impl Mode {
-    /// The first name of [`Mode::Parallel`], kept so that code written against it
-    /// still compiles.
-    #[allow(non_upper_case_globals)]
-    pub const Batched: Mode = Mode::Parallel;
-}
-
 impl std::str::FromStr for Mode {
     type Err = WhisperError;
     fn from_str(s: &str) -> Result<Self> {
@@ -181,7 +174,7 @@ impl Whisper {
         let mut results: Vec<Option<Result<Transcript>>> =
             (0..inputs.len()).map(|_| None).collect();
         for (i, (samples, options)) in inputs.iter().enumerate() {
-            if let Err(e) = scheduler.submit(self, i as JobId, samples, options.clone()) {
+            if let Err(e) = scheduler.submit(self, i as JobId, samples.to_vec(), options.clone()) {
                 results[i] = Some(Err(e));
             }
         }
@@ -236,7 +229,6 @@ mod tests {
         assert_eq!("sequential".parse::<Mode>().unwrap(), Mode::Sequential);
         assert_eq!("parallel".parse::<Mode>().unwrap(), Mode::Parallel);
         assert_eq!("batched".parse::<Mode>().unwrap(), Mode::Parallel);
-        assert_eq!(Mode::Batched, Mode::Parallel);
         let error = "fast".parse::<Mode>().unwrap_err().to_string();
         for name in ["sequential", "parallel", "batched", "\"fast\""] {
             assert!(error.contains(name), "{error}");
