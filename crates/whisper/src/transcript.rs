@@ -5,8 +5,9 @@ use serde::Serialize;
 
 use crate::timing::Word;
 
-/// A timed stretch of text, as OpenAI's `transcribe()` returns it.
-#[derive(Clone, Debug, Serialize)]
+/// A timed stretch of text, as OpenAI's `transcribe()` returns it. `Default` is an
+/// empty segment at 0 s, for building made-up ones in tests.
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Segment {
     pub id: usize,
     /// First mel frame of the window the segment was decoded from.
