@@ -38,6 +38,14 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     pub max_concurrent_requests: usize,
     pub drain_seconds: u64,
+    /// From a connection's first byte (or its accept) to a whole request head.
+    pub header_read_timeout_seconds: u64,
+    /// A keep-alive connection waiting for its next request.
+    pub idle_timeout_seconds: u64,
+    /// Open connections; past it, new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Uploads being read at once (they hold no transcription permit); past it, 429.
+    pub max_uploads_in_progress: usize,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -54,6 +62,9 @@ pub struct LimitsConfig {
     pub max_audio_seconds: f64,
     pub request_timeout_seconds: f64,
     pub request_timeout_per_audio_second: f64,
+    /// An upload may take this long plus its size / `upload_min_bytes_per_second`.
+    pub upload_grace_seconds: u64,
+    pub upload_min_bytes_per_second: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -160,6 +171,16 @@ impl Config {
             || self.limits.request_timeout_per_audio_second < 0.0
         {
             return fail("limits.request_timeout_* must be positive");
+        }
+        if self.server.header_read_timeout_seconds == 0
+            || self.server.idle_timeout_seconds == 0
+            || self.server.max_connections == 0
+            || self.server.max_uploads_in_progress == 0
+        {
+            return fail("server.header_read_timeout_seconds, idle_timeout_seconds, max_connections and max_uploads_in_progress must be at least 1");
+        }
+        if self.limits.upload_min_bytes_per_second == 0 {
+            return fail("limits.upload_min_bytes_per_second must be at least 1");
         }
         if self.server.api_keys.iter().any(|k| k.trim().is_empty()) {
             return fail("server.api_keys must not contain empty keys");

@@ -72,6 +72,15 @@ impl ApiError {
         }
     }
 
+    /// 408: the upload fell behind the minimum rate; the connection closes after the
+    /// answer (see [`IntoResponse`]).
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        Self {
+            code: Some("request_timeout"),
+            ..Self::new(StatusCode::REQUEST_TIMEOUT, INVALID, message)
+        }
+    }
+
     /// 401: no key or a wrong one.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self {
@@ -157,6 +166,13 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a slow upload is not worth waiting for: hyper closes the
+            // connection after this answer, and nothing discards the unread body.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -180,6 +196,12 @@ mod tests {
             (404, INVALID)
         );
         assert_eq!(status_and_type(ApiError::unauthorized("k")), (401, INVALID));
+        let slow = ApiError::request_timeout("slow");
+        assert_eq!(
+            (slow.status.as_u16(), slow.kind, slow.code),
+            (408, INVALID, Some("request_timeout"))
+        );
+        assert_eq!(slow.into_response().headers()[header::CONNECTION], "close");
         assert_eq!(status_and_type(AudioError::Empty.into()), (400, INVALID));
         assert_eq!(
             status_and_type(EngineError::Overloaded.into()),

@@ -9,15 +9,22 @@
 //!    worker is inside a step. The listener closes.
 //! 3. One second later whatever connection is still open is dropped.
 //!
+//! Connections are served by [`accept`]: at most `server.max_connections` at once,
+//! each closed when idle or slow to send a request head ([`connection`]).
+//!
 //! Then [`run`] gives the worker [`WORKER_STOP_GRACE`] to leave its loop and, if it
 //! is still inside an MLX evaluation (which cannot be cut), ends the process with
 //! `_exit` rather than run MLX's static destructors under it.
 
-use std::future::{Future, IntoFuture};
+mod connection;
+
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use axum::Router;
+use hyper_util::server::graceful::GracefulShutdown;
 use steno_engine::{Engine, EngineConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -34,6 +41,10 @@ const HARD_STOP_AFTER_DRAIN: Duration = Duration::from_secs(1);
 
 /// How often the drain checks whether the admitted requests are done.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// The pause after an accept error that is not one connection's (out of file
+/// descriptors): connections closing meanwhile free some.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// Serves `config` until SIGTERM or Ctrl-C, then stops gracefully (see the module).
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -86,15 +97,18 @@ where
     });
     let graceful = Drain {
         engine: state.engine.clone(),
-        // Every permit is free before the first request.
-        capacity: state.permits.available_permits(),
-        permits: state.permits.clone(),
+        // Every slot is free before the first request.
+        slots: [&state.permits, &state.uploads]
+            .map(|s| (s.clone(), s.available_permits()))
+            .to_vec(),
         deadline: drain,
     }
     .after(signalled(stopped.clone()));
-    let server = axum::serve(listener, app(state))
-        .with_graceful_shutdown(graceful)
-        .into_future();
+    let limits = Limits {
+        connections: Arc::new(Semaphore::new(state.config.server.max_connections)),
+        timeouts: connection::Timeouts::of(&state.config.server),
+    };
+    let server = accept(listener, app(state), limits, graceful);
     let hard_stop = async move {
         signalled(stopped).await;
         tokio::time::sleep(drain + HARD_STOP_AFTER_DRAIN).await;
@@ -108,6 +122,71 @@ where
     }
 }
 
+/// What bounds the connections.
+struct Limits {
+    /// A slot per open connection (`server.max_connections`).
+    connections: Arc<Semaphore>,
+    timeouts: connection::Timeouts,
+}
+
+/// Accepts connections until `stop` resolves, then closes the listener, lets each
+/// connection finish the request on it and waits for them all to close.
+///
+/// Past `server.max_connections`, the loop stops accepting until one closes: new
+/// connections wait in the kernel's listen backlog (no descriptor of ours) and are
+/// served late, not reset; the timeouts guarantee that slots come free.
+async fn accept(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let slot = tokio::select! {
+            () = &mut stop => break,
+            slot = limits.connections.clone().acquire_owned() => {
+                slot.expect("the connection semaphore is never closed")
+            }
+        };
+        let stream = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    pause_after(e).await;
+                    continue;
+                }
+            },
+        };
+        tokio::spawn(connection::serve(
+            stream,
+            router.clone(),
+            limits.timeouts,
+            graceful.watcher(),
+            slot,
+        ));
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// An error of one connection (it went away before its accept) is no pause; any
+/// other (out of file descriptors) waits [`ACCEPT_ERROR_PAUSE`].
+async fn pause_after(error: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(%error, "accepting a connection failed");
+    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+}
+
 /// Resolves when the shutdown signal has come.
 async fn signalled(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
@@ -116,16 +195,15 @@ async fn signalled(mut stopped: watch::Receiver<bool>) {
 /// Steps 1 and 2 of the graceful stop (the only drain loop).
 struct Drain {
     engine: Engine,
-    /// The requests admitted at once: a permit each.
-    permits: Arc<Semaphore>,
-    /// All permits: none is held when the drain is done.
-    capacity: usize,
+    /// The admitted requests' slots (transcription permits, upload slots), each with
+    /// its capacity: none is held when the drain is done.
+    slots: Vec<(Arc<Semaphore>, usize)>,
     deadline: Duration,
 }
 
 impl Drain {
     /// On `signal`, the engine stops admitting; this waits until every request
-    /// permit is back (the requests admitted are answered) or the deadline passes,
+    /// slot is back (the requests admitted are answered) or the deadline passes,
     /// then aborts what is left. The server closes its listener when this returns.
     async fn after(self, signal: impl Future<Output = ()>) {
         signal.await;
@@ -141,7 +219,9 @@ impl Drain {
     }
 
     fn busy(&self) -> bool {
-        self.permits.available_permits() < self.capacity
+        self.slots
+            .iter()
+            .any(|(slots, capacity)| slots.available_permits() < *capacity)
     }
 }
 

@@ -1,22 +1,26 @@
 //! `POST /v1/audio/transcriptions` and `POST /v1/audio/translations`.
 //!
-//! [`handle`]: admission ([`admit`]: a permit, else 429) → the form ([`form::read`]) →
-//! the model → the audio ([`decode_audio`], in the decoder child) → the options
+//! [`handle`]: admission ([`admit`]: an upload slot, else 429) → the form within its
+//! pace ([`read_form`], else 408) → a transcription permit ([`Admitted::transcribe`],
+//! else 429) → the model → the audio ([`decode_audio`], in the decoder child) → the options
 //! ([`options::from_form`]) → the engine's queue (`Engine::submit`) → the rendered reply
 //! ([`respond`]), or server-sent events when `stream` ([`stream::events`]).
 
 mod stream;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{Multipart, State};
+use axum::extract::{FromRequest, Multipart, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use steno_engine::{Reply, Request};
 use steno_whisper::Task;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::AppState;
 use crate::api::Logprob;
@@ -36,14 +40,14 @@ use crate::options;
             content((crate::api::TranscriptionResponse = "application/json"), (String = "text/plain"),
                 (crate::api::TextDeltaEvent = "text/event-stream"))),
         (status = 400, body = crate::api::ErrorResponse), (status = 401, body = crate::api::ErrorResponse),
-        (status = 404, body = crate::api::ErrorResponse), (status = 413, body = crate::api::ErrorResponse),
-        (status = 429, body = crate::api::ErrorResponse), (status = 503, body = crate::api::ErrorResponse),
-        (status = 504, body = crate::api::ErrorResponse)))]
+        (status = 404, body = crate::api::ErrorResponse), (status = 408, body = crate::api::ErrorResponse),
+        (status = 413, body = crate::api::ErrorResponse), (status = 429, body = crate::api::ErrorResponse),
+        (status = 503, body = crate::api::ErrorResponse), (status = 504, body = crate::api::ErrorResponse)))]
 pub async fn transcriptions(
     state: State<AppState>,
-    form: Result<Multipart, MultipartRejection>,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    handle(state, form, Task::Transcribe).await
+    handle(state, request, Task::Transcribe).await
 }
 
 #[utoipa::path(post, path = "/v1/audio/translations", tag = "audio",
@@ -52,30 +56,30 @@ pub async fn transcriptions(
         (status = 200, description = "English text as response_format asks",
             content((crate::api::TranscriptionResponse = "application/json"), (String = "text/plain"))),
         (status = 400, body = crate::api::ErrorResponse), (status = 404, body = crate::api::ErrorResponse),
-        (status = 413, body = crate::api::ErrorResponse), (status = 429, body = crate::api::ErrorResponse)))]
+        (status = 408, body = crate::api::ErrorResponse), (status = 413, body = crate::api::ErrorResponse),
+        (status = 429, body = crate::api::ErrorResponse)))]
 pub async fn translations(
     state: State<AppState>,
-    form: Result<Multipart, MultipartRejection>,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    handle(state, form, Task::Translate).await
+    handle(state, request, Task::Translate).await
 }
 
-/// Both routes: admit → read the form → decode the audio → submit to the engine →
-/// the rendered reply, or server-sent events when `stream`.
+/// Both routes: admit → read the form → a transcription permit → decode the audio →
+/// submit to the engine → the rendered reply, or server-sent events when `stream`.
 async fn handle(
     State(state): State<AppState>,
-    multipart: Result<Multipart, MultipartRejection>,
+    request: axum::extract::Request,
     task: Task,
 ) -> Result<Response, ApiError> {
-    let mut multipart = multipart.map_err(|e| {
-        ApiError::invalid(
-            format!("The body must be multipart/form-data: {}", e.body_text()),
-            None,
-        )
-    })?;
-    let permit = admit(&state)?;
+    let received = Arc::new(AtomicU64::new(0));
+    let mut multipart = Multipart::from_request(counted(request, received.clone()), &())
+        .await
+        .map_err(not_multipart)?;
+    let admitted = admit(&state)?;
     let limits = &state.config.limits;
-    let mut form = form::read(&mut multipart, task, limits.max_upload_bytes).await?;
+    let mut form = read_form(&mut multipart, task, limits, &received).await?;
+    let permit = admitted.transcribe(&state)?;
     let model = state
         .config
         .resolve_model(&form.model)
@@ -110,21 +114,102 @@ async fn handle(
     Ok(respond(&form, task, reply, decode_seconds))
 }
 
-/// Refuses early: 503 while draining (or with a dead worker) and 429 past
-/// `max_concurrent_requests`, before the upload is read.
-fn admit(state: &AppState) -> Result<Permit, ApiError> {
+fn not_multipart(e: MultipartRejection) -> ApiError {
+    ApiError::invalid(
+        format!("The body must be multipart/form-data: {}", e.body_text()),
+        None,
+    )
+}
+
+/// The request with its body's bytes counted into `received` as they arrive.
+fn counted(request: axum::extract::Request, received: Arc<AtomicU64>) -> axum::extract::Request {
+    request.map(|body| {
+        Body::from_stream(body.into_data_stream().inspect(move |chunk| {
+            if let Ok(bytes) = chunk {
+                received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+        }))
+    })
+}
+
+/// Refuses early, before the upload is read: 503 while draining (or with a dead
+/// worker); 429 when every transcription permit is taken (the client need not upload
+/// for nothing) or past `max_uploads_in_progress`.
+fn admit(state: &AppState) -> Result<Admitted, ApiError> {
     if !state.engine.is_healthy() {
         return Err(steno_engine::EngineError::Unavailable.into());
     }
-    let permit = state.permits.clone().try_acquire_owned().map_err(|_| {
-        state
-            .metrics()
-            .rejections
-            .with_label_values(&["concurrency"])
-            .inc();
-        ApiError::overloaded()
-    })?;
-    Ok(Permit::new(permit, state.metrics().clone()))
+    if state.permits.available_permits() == 0 {
+        return Err(overloaded(state, "concurrency"));
+    }
+    let upload = take(&state.uploads).ok_or_else(|| overloaded(state, "uploads"))?;
+    Ok(Admitted::new(upload, state.metrics().clone()))
+}
+
+/// A 429, counted in `steno_rejections_total` under `reason`.
+fn overloaded(state: &AppState, reason: &str) -> ApiError {
+    count_rejection(state, reason);
+    ApiError::overloaded()
+}
+
+fn count_rejection(state: &AppState, reason: &str) {
+    state
+        .metrics()
+        .rejections
+        .with_label_values(&[reason])
+        .inc();
+}
+
+fn take(slots: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    slots.clone().try_acquire_owned().ok()
+}
+
+/// [`form::read`], unless the upload falls behind its pace first: 408.
+async fn read_form(
+    multipart: &mut Multipart,
+    task: Task,
+    limits: &LimitsConfig,
+    received: &AtomicU64,
+) -> Result<AudioForm, ApiError> {
+    let pace = Pace {
+        started: Instant::now(),
+        grace: Duration::from_secs(limits.upload_grace_seconds),
+        bytes_per_second: limits.upload_min_bytes_per_second,
+    };
+    tokio::select! {
+        form = form::read(multipart, task, limits.max_upload_bytes) => form,
+        () = pace.falls_behind(received) => Err(ApiError::request_timeout(format!(
+            "The upload was too slow: after the first {} s it must arrive at {} bytes per second or faster.",
+            limits.upload_grace_seconds, limits.upload_min_bytes_per_second
+        ))),
+    }
+}
+
+/// The slowest an upload may arrive: `bytes_per_second` for every second past `grace`,
+/// so N bytes have `grace + N / bytes_per_second` seconds in all.
+struct Pace {
+    started: Instant,
+    grace: Duration,
+    bytes_per_second: u64,
+}
+
+impl Pace {
+    /// Resolves once fewer than `received` bytes arrived than the pace asks.
+    async fn falls_behind(&self, received: &AtomicU64) {
+        loop {
+            let due = self.due(received.load(Ordering::Relaxed));
+            if Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
+    }
+
+    /// When `bytes` stop being enough.
+    fn due(&self, bytes: u64) -> Instant {
+        let earned = Duration::from_secs_f64(bytes as f64 / self.bytes_per_second.max(1) as f64);
+        self.started + self.grace + earned
+    }
 }
 
 /// The upload as 16 kHz mono samples: raw PCM converted on the blocking pool, any
@@ -180,23 +265,34 @@ fn respond(form: &AudioForm, task: Task, reply: Reply, decode_seconds: f64) -> R
     response
 }
 
-/// A request's concurrency permit, counted in `steno_requests_in_flight` while held.
-struct Permit {
-    _permit: OwnedSemaphorePermit,
+/// An admitted request, counted in `steno_requests_in_flight` from its admission to
+/// its answer: it holds an upload slot while its upload is read, then a transcription
+/// permit.
+struct Admitted {
+    _slot: OwnedSemaphorePermit,
     metrics: Arc<Metrics>,
 }
 
-impl Permit {
-    fn new(permit: OwnedSemaphorePermit, metrics: Arc<Metrics>) -> Self {
+/// An admitted request holding its transcription permit.
+type Permit = Admitted;
+
+impl Admitted {
+    fn new(slot: OwnedSemaphorePermit, metrics: Arc<Metrics>) -> Self {
         metrics.requests_in_flight.inc();
         Self {
-            _permit: permit,
+            _slot: slot,
             metrics,
         }
     }
+
+    /// Trades the upload slot for a transcription permit, else 429.
+    fn transcribe(mut self, state: &AppState) -> Result<Permit, ApiError> {
+        self._slot = take(&state.permits).ok_or_else(|| overloaded(state, "concurrency"))?;
+        Ok(self)
+    }
 }
 
-impl Drop for Permit {
+impl Drop for Admitted {
     fn drop(&mut self) {
         self.metrics.requests_in_flight.dec();
     }

@@ -35,8 +35,10 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct AppState {
     pub engine: Engine,
     pub config: Arc<Config>,
-    /// Requests handled at once; past it, 429.
+    /// Requests transcribed at once (taken once the upload is in); past it, 429.
     pub permits: Arc<Semaphore>,
+    /// Uploads being read at once (`server.max_uploads_in_progress`); past it, 429.
+    pub uploads: Arc<Semaphore>,
     /// Unix seconds at start (`created` of the model objects).
     pub started: u64,
     /// Decodes uploads, in a child process per upload.
@@ -49,6 +51,7 @@ impl AppState {
     /// `metrics` must be the ones whose engine part `engine` was started with.
     pub fn new(engine: Engine, config: Config, metrics: Arc<Metrics>) -> Self {
         let permits = Arc::new(Semaphore::new(config.server.max_concurrent_requests));
+        let uploads = Arc::new(Semaphore::new(config.server.max_uploads_in_progress));
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -56,6 +59,7 @@ impl AppState {
             engine,
             config: Arc::new(config),
             permits,
+            uploads,
             started,
             decoder: crate::decoder::Decoder::this_executable(),
             metrics,

@@ -111,6 +111,13 @@ pub async fn discard_unread_body(
     });
     let response = next.run(request).await;
     let leftover = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+    // A response that closes the connection (408 to a slow upload) is not held back
+    // behind the rest of the upload.
+    let closes = response
+        .headers()
+        .get(header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let leftover = leftover.filter(|_| !closes);
     if let Some(leftover) = leftover {
         if leftover.polled || !expects_continue {
             let budget = limit.saturating_sub(leftover.seen);
