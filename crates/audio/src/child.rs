@@ -68,8 +68,38 @@ pub fn serve(mut input: impl Read, mut output: impl Write) -> io::Result<()> {
 
 /// The parent's side: the child's decoded audio or typed error, or an I/O error when the
 /// reply is cut short or malformed (the child died). Nothing larger than `limits` allows is
-/// allocated, whatever the reply declares.
+/// allocated, whatever the reply declares. [`read_head`] then [`read_samples`], for a
+/// caller with nothing to decide in between.
 pub fn read_reply(mut reader: impl Read, limits: &Limits) -> io::Result<Result<Audio, AudioError>> {
+    match read_head(&mut reader, limits)? {
+        Ok(head) => read_samples(reader, head).map(Ok),
+        Err(error) => Ok(Err(error)),
+    }
+}
+
+/// What a successful reply declares before its samples: enough to decide whether to
+/// take them (their memory) before any is allocated.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReplyHead {
+    source_rate: u32,
+    source_channels: u16,
+    duration_seconds: f64,
+    count: usize,
+}
+
+impl ReplyHead {
+    /// The samples that follow.
+    pub fn sample_count(&self) -> usize {
+        self.count
+    }
+}
+
+/// The first part of [`read_reply`]: the child's typed error, or the head of its audio
+/// (the samples still unread), refused when out of `limits`.
+pub fn read_head(
+    mut reader: impl Read,
+    limits: &Limits,
+) -> io::Result<Result<ReplyHead, AudioError>> {
     let mut magic = [0; 8];
     reader.read_exact(&mut magic)?;
     if &magic != REPLY_MAGIC {
@@ -103,9 +133,19 @@ pub fn read_reply(mut reader: impl Read, limits: &Limits) -> io::Result<Result<A
     if source_rate > MAX_SOURCE_RATE || source_channels > MAX_CHANNELS || count as f64 > most {
         return Err(invalid("decoded audio out of bounds"));
     }
-    let mut samples = Vec::with_capacity(count as usize);
+    Ok(Ok(ReplyHead {
+        source_rate,
+        source_channels,
+        duration_seconds,
+        count: count as usize,
+    }))
+}
+
+/// The second part of [`read_reply`]: the samples `head` declared.
+pub fn read_samples(mut reader: impl Read, head: ReplyHead) -> io::Result<Audio> {
+    let mut samples = Vec::with_capacity(head.count);
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut left = count as usize * 4;
+    let mut left = head.count * 4;
     while left > 0 {
         let part = &mut chunk[..left.min(64 * 1024)];
         reader.read_exact(part)?;
@@ -115,12 +155,12 @@ pub fn read_reply(mut reader: impl Read, limits: &Limits) -> io::Result<Result<A
         );
         left -= part.len();
     }
-    Ok(Ok(Audio {
+    Ok(Audio {
         samples,
-        source_rate,
-        source_channels,
-        duration_seconds,
-    }))
+        source_rate: head.source_rate,
+        source_channels: head.source_channels,
+        duration_seconds: head.duration_seconds,
+    })
 }
 
 fn write_reply(output: &mut impl Write, result: &Result<Audio, AudioError>) -> io::Result<()> {
@@ -272,6 +312,9 @@ mod tests {
         lying.extend_from_slice(&u64::MAX.to_le_bytes());
         let error = read_reply(lying.as_slice(), &limits).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        // The head alone declares the count, read before any sample is.
+        let head = read_head(&reply[..33], &limits).unwrap().unwrap();
+        assert_eq!(head.sample_count(), 16_000);
         // A request cut short is the child's I/O error, not a decode of half a file.
         let error = serve(&request[..request.len() - 1], Vec::new()).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);

@@ -16,6 +16,7 @@ use std::time::Duration;
 use steno_audio::{child, Audio, AudioError, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::audio_budget::{AudioBudget, Reservation};
 use crate::error::ApiError;
 
 /// The audio decoder: decodes uploads (any container [`steno_audio`] reads) to samples,
@@ -24,6 +25,8 @@ use crate::error::ApiError;
 #[derive(Clone, Debug)]
 pub struct Decoder {
     program: Option<PathBuf>,
+    /// Every upload's samples are reserved here before they are allocated.
+    budget: AudioBudget,
 }
 
 /// The subcommand of `steno` that runs [`child::serve`] on stdin and stdout.
@@ -33,33 +36,44 @@ pub const SUBCOMMAND: &str = "decode-child";
 const STDERR_KEPT: usize = 2048;
 
 impl Decoder {
-    /// Children run this very executable.
-    pub fn this_executable() -> Self {
+    /// Children run this very executable; decoded samples come out of `budget`.
+    pub fn this_executable(budget: AudioBudget) -> Self {
         let program = std::env::current_exe()
             .inspect_err(|e| {
                 tracing::warn!("decoding uploads in process: cannot find this executable: {e}")
             })
             .ok();
-        Decoder { program }
+        Decoder { program, budget }
     }
 
-    /// The upload's audio; `hint` is its file extension. A child still decoding after
-    /// `timeout` is killed (400).
+    /// The budget decoded samples come out of (raw PCM, converted without a child,
+    /// reserves there too).
+    pub fn budget(&self) -> &AudioBudget {
+        &self.budget
+    }
+
+    /// The upload's audio, with its samples' reservation in the budget (429 past it);
+    /// `hint` is its file extension. A child still decoding after `timeout` is killed
+    /// (400).
     pub async fn decode(
         &self,
         bytes: Vec<u8>,
         hint: Option<String>,
         limits: Limits,
         timeout: Duration,
-    ) -> Result<Audio, ApiError> {
+    ) -> Result<(Audio, Reservation), ApiError> {
+        let budget = self.budget.clone();
         match &self.program {
-            Some(program) => decode_in_child(program, bytes, hint, limits, timeout).await,
-            None => tokio::task::spawn_blocking(move || {
-                steno_audio::decode_owned(bytes, hint.as_deref(), &limits)
-            })
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::from),
+            Some(program) => decode_in_child(program, bytes, hint, limits, timeout, budget).await,
+            None => {
+                let audio = tokio::task::spawn_blocking(move || {
+                    steno_audio::decode_owned(bytes, hint.as_deref(), &limits)
+                })
+                .await
+                .map_err(ApiError::internal)??;
+                let reservation = budget.reserve_samples(audio.samples.len())?;
+                Ok((audio, reservation))
+            }
         }
     }
 }
@@ -72,7 +86,8 @@ async fn decode_in_child(
     hint: Option<String>,
     limits: Limits,
     timeout: Duration,
-) -> Result<Audio, ApiError> {
+    budget: AudioBudget,
+) -> Result<(Audio, Reservation), ApiError> {
     let (mut process, stdout) = spawn_child(program)?;
     let (Some(mut stdin), Some(stderr)) = (process.stdin.take(), process.stderr.take()) else {
         return Err(ApiError::internal("the decoder process has no pipes"));
@@ -83,7 +98,7 @@ async fn decode_in_child(
         let _ = stdin.write_all(&header).await;
         let _ = stdin.write_all(&bytes).await;
     };
-    let read = tokio::task::spawn_blocking(move || child::read_reply(stdout, &limits));
+    let read = tokio::task::spawn_blocking(move || read_reserved(stdout, &limits, &budget));
     let finished = tokio::time::timeout(timeout, async {
         let ((), reply, log) = tokio::join!(write, read, stderr_text(stderr));
         (reply, log, process.wait().await)
@@ -100,7 +115,7 @@ async fn decode_in_child(
         ));
     };
     match reply.map_err(ApiError::internal)? {
-        Ok(result) => result.map_err(ApiError::from),
+        Ok(result) => result,
         Err(e) => {
             let status = status.map_or_else(|e| e.to_string(), describe);
             tracing::warn!(%status, reply = %e, stderr = %log, "the decoder process failed on an upload");
@@ -110,6 +125,24 @@ async fn decode_in_child(
             .into())
         }
     }
+}
+
+/// The child's reply, its samples reserved in `budget` from the count it declares
+/// before any is read (refused: the pipe closes and the child, writing, ends).
+fn read_reserved(
+    mut stdout: PipeReader,
+    limits: &Limits,
+    budget: &AudioBudget,
+) -> std::io::Result<Result<(Audio, Reservation), ApiError>> {
+    let head = match child::read_head(&mut stdout, limits)? {
+        Ok(head) => head,
+        Err(error) => return Ok(Err(error.into())),
+    };
+    let reservation = match budget.reserve_samples(head.sample_count()) {
+        Ok(reservation) => reservation,
+        Err(error) => return Ok(Err(error)),
+    };
+    Ok(Ok((child::read_samples(stdout, head)?, reservation)))
 }
 
 /// Starts `program decode-child`, killed when dropped. The reply comes through a

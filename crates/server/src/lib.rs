@@ -4,6 +4,7 @@
 //! (`src/main.rs`) only parses arguments and calls into this library.
 
 pub mod api;
+pub mod audio_budget;
 pub mod config;
 pub mod decoder;
 pub mod error;
