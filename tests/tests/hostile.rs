@@ -873,3 +873,62 @@ fn hostile_inputs_are_refused_and_the_server_survives() {
         m.failures.join("\n")
     );
 }
+
+/// 30 minutes of silence: 2.7 KB of FLAC that decode to 115 MB of samples.
+const HALF_HOUR_FRAMES: u32 = 225;
+/// Bytes of samples in it: 1 800 s at 16 kHz, 4 bytes each.
+const HALF_HOUR_BYTES: u64 = 1_800 * 16_000 * 4;
+
+/// Four such uploads at once against a budget that holds two: the rest are answered 429
+/// with Retry-After before their samples are allocated, a normal request sent meanwhile
+/// is answered 200, and the server's peak memory grows by about the budget, not by four
+/// files' samples and log-mels.
+#[test]
+fn decoded_audio_past_its_budget_is_refused_and_memory_stays_bounded() {
+    let started = std::time::Instant::now();
+    let budget = HALF_HOUR_BYTES * 5 / 2;
+    let server = Server::start_with_env(
+        &[],
+        &[("STENO_MAX_AUDIO_BYTES_IN_FLIGHT", &budget.to_string())],
+    );
+    let jfk = assets::jfk().path;
+    // The model is loaded and warm before the baseline.
+    server.transcribe(&jfk, &[]).expect_status(200);
+    let peak = || peak_rss(server.pid()).expect("VmHWM in /proc");
+    let baseline = peak();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let silence = dir.path().join("silence.flac");
+    let flac = flac_silence(HALF_HOUR_FRAMES, u64::from(HALF_HOUR_FRAMES) * 65_535);
+    std::fs::write(&silence, flac).unwrap();
+    let uploads: Vec<_> = (0..4)
+        .map(|_| {
+            server
+                .transcription(&silence)
+                .max_time(Duration::from_secs(40))
+                .spawn()
+        })
+        .collect();
+    let normal = server.transcribe(&jfk, &[]);
+    let answers: Vec<_> = uploads.into_iter().map(|u| u.wait()).collect();
+    normal.expect_status(200);
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    for refused in answers.iter().filter(|a| a.status == 429) {
+        refused.expect_error(429);
+        assert!(refused.header("retry-after").is_some(), "{refused:?}");
+    }
+    let admitted = statuses.iter().filter(|&&s| s == 200).count();
+    assert!(
+        (1..=3).contains(&admitted)
+            && admitted + statuses.iter().filter(|&&s| s == 429).count() == 4,
+        "{statuses:?}"
+    );
+    let growth = peak().saturating_sub(baseline);
+    eprintln!(
+        "statuses {statuses:?}; peak RSS {} MB above the warm model's ({} MB); {:?}",
+        growth >> 20,
+        baseline >> 20,
+        started.elapsed()
+    );
+    assert!(growth <= budget + (128 << 20), "grew {} MB", growth >> 20);
+    assert!(started.elapsed() < Duration::from_secs(60));
+}

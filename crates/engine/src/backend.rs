@@ -18,11 +18,12 @@ pub struct StepReport {
 
 /// One loaded model and the rows it is decoding. Lives on the worker thread only.
 pub trait Backend {
-    /// Adds a job. An error is the request's fault (bad language, option, ...).
+    /// Adds a job, which keeps its samples (not a copy). An error is the request's
+    /// fault (bad language, option, ...).
     fn submit(
         &mut self,
         id: JobId,
-        samples: &[f32],
+        samples: Vec<f32>,
         options: TranscribeOptions,
     ) -> Result<(), WhisperError>;
     /// Forgets a job and frees its rows before the next step.
@@ -54,7 +55,7 @@ impl Backend for WhisperBackend {
     fn submit(
         &mut self,
         id: JobId,
-        samples: &[f32],
+        samples: Vec<f32>,
         options: TranscribeOptions,
     ) -> Result<(), WhisperError> {
         self.scheduler.submit(&self.whisper, id, samples, options)

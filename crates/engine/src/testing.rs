@@ -98,7 +98,7 @@ impl Backend for Scripted {
     fn submit(
         &mut self,
         id: JobId,
-        samples: &[f32],
+        samples: Vec<f32>,
         options: TranscribeOptions,
     ) -> Result<(), WhisperError> {
         if let Some(language @ "xx") = options.language.as_deref() {
@@ -106,7 +106,7 @@ impl Backend for Scripted {
         }
         let poison = samples.first().is_some_and(|&s| s < 0.0);
         let steps = (samples.len() / self.script.samples_per_step.max(1)).max(1);
-        self.jobs.push((id, steps, poison));
+        self.jobs.push((id, steps, Fate::of(&samples)));
         Ok(())
     }
 

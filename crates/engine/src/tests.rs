@@ -100,6 +100,27 @@ fn max_batch_rows_bounds_each_step() {
 }
 
 #[test]
+fn a_job_whose_client_left_while_queued_is_never_submitted() {
+    let h = start(EngineConfig::default(), 8, Duration::from_millis(50));
+    let busy = h.engine.submit(request("default", 4)).unwrap();
+    // The worker is inside a 50 ms step: this job waits in the queue, its client gone.
+    std::thread::sleep(Duration::from_millis(20));
+    drop(h.engine.submit(request("default", 4)).unwrap());
+    assert!(wait(busy).is_ok());
+    let metrics = h.engine.metrics();
+    let gone = metrics.cancellations.with_label_values(&["client_gone"]);
+    assert_eq!(gone.get(), 1);
+    let log = h.log.lock().unwrap();
+    // Job 0 ran alone; the left one got no id, no step and no cancel in the backend.
+    assert!(
+        log.steps.iter().flatten().all(|&id| id == 0),
+        "{:?}",
+        log.steps
+    );
+    assert!(log.cancelled.is_empty());
+}
+
+#[test]
 fn a_dropped_receiver_frees_the_job_before_the_next_step() {
     let h = start(EngineConfig::default(), 8, Duration::from_millis(5));
     let gone = h.engine.submit(request("default", 10_000)).unwrap();

@@ -131,13 +131,28 @@ impl Worker {
         self.next_id += 1;
         let span = job.request.span.clone();
         let _entered = span.enter();
-        // The backend keeps what it needs (the log-mel); the samples go with this call.
+        // The backend keeps the samples (each window's log-mel is computed from them)
+        // and frees them with the job.
         let samples = std::mem::take(&mut job.request.samples);
         let options = std::mem::take(&mut job.request.options);
         let audio_seconds = steno_audio::seconds(samples.len());
         let entry = self.models.get_mut(&model).expect("model loaded above");
         entry.last_used = Instant::now();
-        match entry.backend.submit(id, &samples, options) {
+        let submitted = catch_unwind(AssertUnwindSafe(|| {
+            entry.backend.submit(id, samples, options)
+        }));
+        let submitted = match submitted {
+            Ok(result) => result,
+            Err(panic) => {
+                // Only this job was being added: free whatever part of it the backend
+                // kept, and fail it alone.
+                let _ = catch_unwind(AssertUnwindSafe(|| entry.backend.cancel(id)));
+                self.count_panic("submit", &*panic);
+                let _ = job.reply.send(Err(internal()));
+                return;
+            }
+        };
+        match submitted {
             Ok(()) => {
                 tracing::debug!(job = id, audio_seconds, "job admitted to the decoder");
                 self.jobs.insert(
@@ -147,6 +162,12 @@ impl Worker {
                         model,
                         started: Instant::now(),
                         audio_seconds,
+        if job.reply.is_closed() {
+            // Its client left while it queued: its samples are freed here, not held
+            // (or a model loaded) for a transcript nobody reads.
+            self.count_cancellation("client_gone");
+            return;
+        }
                         streamed: 0,
                     },
                 );
@@ -376,6 +397,10 @@ impl Worker {
         let default = &self.config.default_model;
         self.models.retain(|id, m| {
             let keep = id == default || !m.backend.is_idle() || m.last_used.elapsed() < ttl;
+        self.count_cancellation(reason);
+    }
+
+    fn count_cancellation(&self, reason: &str) {
             if !keep {
                 tracing::info!(model = id, "unloading an idle model");
             }

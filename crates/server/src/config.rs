@@ -67,6 +67,8 @@ pub struct LimitsConfig {
     pub upload_min_bytes_per_second: u64,
 }
 
+    /// Decoded samples (4 bytes each) all requests hold together; past it, 429.
+    pub max_audio_bytes_in_flight: usize,
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineSection {
@@ -195,6 +197,9 @@ impl Config {
         unique.sort_unstable();
         unique.dedup();
         if unique.len() != ids.len() {
+        if self.limits.max_audio_bytes_in_flight == 0 {
+            return fail("limits.max_audio_bytes_in_flight must be at least 1");
+        }
             return fail("model ids and aliases must be unique");
         }
         Ok(())

@@ -5,13 +5,18 @@ use mlx_rs::Array;
 
 use crate::decoding::AudioFeatures;
 use crate::error::Result;
-use crate::mel::{self, Mel, N_FRAMES, N_SAMPLES};
+use crate::mel::{self, Mel, WindowedMel, N_FRAMES, N_SAMPLES};
 use crate::Whisper;
 
 impl Whisper {
     /// Log-mel of 16 kHz samples, padded with 30 s of silence as OpenAI's `transcribe()`.
     pub fn mel(&self, samples: &[f32]) -> Mel {
         mel::log_mel_spectrogram(samples, &self.mel_filters, N_SAMPLES)
+    }
+
+    /// The same log-mel, computed a window at a time from `samples` (kept by the job).
+    pub fn windowed_mel(&self, samples: Vec<f32>) -> WindowedMel {
+        WindowedMel::new(samples, &self.mel_filters, N_SAMPLES)
     }
 
     /// Encodes frame-major mel windows `[N_FRAMES × n_mels]` in one batched call.

@@ -323,14 +323,110 @@ pub fn log_mel_spectrogram(samples: &[f32], filters: &MelFilters, padding: usize
     // torch.stft(center=True) gives 1 + len / HOP frames; the last one is dropped.
     let n_frames = len / HOP_LENGTH;
     let mut data = vec![0.0f32; n_frames * n_mels];
-    if n_frames == 0 {
-        return Mel {
-            n_mels,
+    let max = mel_energies(samples, len, filters, 0..n_frames, &mut data);
+    log_scale(&mut data, max);
+    Mel {
+        n_mels,
+        n_frames,
+        data,
+    }
+}
+
+/// A job's log-mel computed a window at a time from its samples, so that a long job
+/// holds its samples (4 bytes a sample) rather than the log-mel of the whole file
+/// (`n_mels` floats every 160 samples, 2× to 3.2× larger). Its windows equal the same
+/// frames of [`log_mel_spectrogram`] bit for bit: the log scale's floor comes from the
+/// whole file's largest energy, found once by [`WindowedMel::new`].
+#[derive(Clone)]
+pub struct WindowedMel {
+    samples: Vec<f32>,
+    /// Logical length: the samples and the padding zeros after them.
+    len: usize,
+    n_frames: usize,
+    max: f32,
+    filters: MelFilters,
+}
+
+/// Frames per pass when [`WindowedMel::new`] looks for the largest energy (even, see
+/// [`mel_energies`]): a few MB of scratch.
+const MAX_PASS_FRAMES: usize = 4096;
+
+impl WindowedMel {
+    /// The log-mel of `samples ++ zeros(padding)`, as [`log_mel_spectrogram`] computes it.
+    pub fn new(samples: Vec<f32>, filters: &MelFilters, padding: usize) -> Self {
+        let len = samples.len() + padding;
+        let n_frames = len / HOP_LENGTH;
+        let mut scratch = vec![0.0f32; MAX_PASS_FRAMES.min(n_frames) * filters.n_mels];
+        let mut max = 0.0f32;
+        for start in (0..n_frames).step_by(MAX_PASS_FRAMES) {
+            let frames = start..(start + MAX_PASS_FRAMES).min(n_frames);
+            let out = &mut scratch[..frames.len() * filters.n_mels];
+            max = max.max(mel_energies(&samples, len, filters, frames, out));
+        }
+        WindowedMel {
+            samples,
+            len,
             n_frames,
-            data,
-        };
+            max,
+            filters: filters.clone(),
+        }
     }
 
+    pub fn n_mels(&self) -> usize {
+        self.filters.n_mels
+    }
+
+    pub fn n_frames(&self) -> usize {
+        self.n_frames
+    }
+
+    /// The samples, without the padding.
+    pub fn samples(&self) -> &[f32] {
+        &self.samples
+    }
+
+    /// What [`Mel::window`] gives for the whole file's log-mel: frames
+    /// `[start_frame, start_frame + n_frames)`, zeros past the end.
+    pub fn window(&self, start_frame: usize, n_frames: usize) -> Vec<f32> {
+        let n_mels = self.filters.n_mels;
+        let mut out = vec![0.0f32; n_frames * n_mels];
+        let start = start_frame.min(self.n_frames);
+        let end = start_frame.saturating_add(n_frames).min(self.n_frames);
+        if end <= start {
+            return out;
+        }
+        // The whole-file pass pairs frames (2k, 2k + 1) in one FFT, and the pairing
+        // changes the rounding: compute from the even frame before `start` to the odd
+        // frame after `end` so that every pair is the same.
+        let first = start & !1;
+        let last = (end + (end & 1)).min(self.n_frames);
+        let mut data = vec![0.0f32; (last - first) * n_mels];
+        mel_energies(
+            &self.samples,
+            self.len,
+            &self.filters,
+            first..last,
+            &mut data,
+        );
+        log_scale(&mut data, self.max);
+        let src = &data[(start - first) * n_mels..(end - first) * n_mels];
+        out[..src.len()].copy_from_slice(src);
+        out
+    }
+}
+
+/// The linear mel energies of `frames` of `samples ++ zeros` (logical length `len`)
+/// into `out` (`frames.len() * n_mels`); returns the largest. `frames` starts at an even
+/// frame: two real frames share one complex FFT, (2k, 2k + 1), whatever the range.
+fn mel_energies(
+    samples: &[f32],
+    len: usize,
+    filters: &MelFilters,
+    frames: std::ops::Range<usize>,
+    out: &mut [f32],
+) -> f32 {
+    debug_assert!(frames.start % 2 == 0, "pairs start at even frames");
+    let n_mels = filters.n_mels;
     let window = &filters.window[..];
     let fft = &filters.fft;
     // Two real frames per complex FFT: z = a + i b, then
@@ -341,10 +437,11 @@ pub fn log_mel_spectrogram(samples: &[f32], filters: &MelFilters, padding: usize
     let mut power_a = [0.0f32; N_FREQS];
     let mut power_b = [0.0f32; N_FREQS];
     let mut max = 0.0f32;
+    let (first, end) = (frames.start, frames.end);
 
-    let mut f0 = 0;
-    while f0 < n_frames {
-        let frames_here = (n_frames - f0).min(2 * PAIRS);
+    let mut f0 = first;
+    while f0 < end {
+        let frames_here = (end - f0).min(2 * PAIRS);
         let pairs_here = frames_here.div_ceil(2);
         let chunk = &mut buf[..pairs_here * N_FFT];
         for (p, slot) in chunk.chunks_exact_mut(N_FFT).enumerate() {
@@ -353,7 +450,7 @@ pub fn log_mel_spectrogram(samples: &[f32], filters: &MelFilters, padding: usize
             frame_into(samples, len, window, fa, |j, v| {
                 slot[j] = Complex32::new(v, 0.0)
             });
-            if fb < n_frames {
+            if fb < end {
                 frame_into(samples, len, window, fb, |j, v| slot[j].im = v);
             }
         }
@@ -369,27 +466,28 @@ pub fn log_mel_spectrogram(samples: &[f32], filters: &MelFilters, padding: usize
                 power_a[k] = a.norm_sqr();
                 power_b[k] = b.norm_sqr() * 0.25;
             }
-            let m = filters.apply(&power_a, &mut data[fa * n_mels..(fa + 1) * n_mels]);
+            let row = fa - first;
+            let m = filters.apply(&power_a, &mut out[row * n_mels..(row + 1) * n_mels]);
             max = max.max(m);
-            if fb < n_frames {
-                let m = filters.apply(&power_b, &mut data[fb * n_mels..(fb + 1) * n_mels]);
+            if fb < end {
+                let m = filters.apply(&power_b, &mut out[(row + 1) * n_mels..(row + 2) * n_mels]);
                 max = max.max(m);
             }
         }
         f0 += frames_here;
     }
+    max
+}
 
+/// Whisper's log scale: `log10`, floored 8 below the largest energy `max` (of the whole
+/// file), shifted and scaled to about [-1, 1].
+fn log_scale(data: &mut [f32], max: f32) {
     // log10 is monotonic, so max(log10(max(mel, 1e-10))) = log10(max(max(mel), 1e-10)).
     let floor = max.max(1e-10).log10() - 8.0;
-    for v in &mut data {
+    for v in data {
         // Exactly -10 at (and below) the clamp, as f32 log10(1e-10) is in torch.
         let l = if *v <= 1e-10 { -10.0 } else { fast_log10(*v) };
         *v = (l.max(floor) + 4.0) * 0.25;
-    }
-    Mel {
-        n_mels,
-        n_frames,
-        data,
     }
 }
 
@@ -432,5 +530,44 @@ mod tests {
         // Padding zeros are part of the reflected signal.
         assert_eq!(reflect_sample(&x, 7, 7), 0.0);
         assert_eq!(reflect_sample(&x, 7, 9), 3.0);
+    }
+
+    #[test]
+    fn windows_equal_the_whole_file_log_mel() {
+        // Random audio, louder in the middle so that the floor comes from far away.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let samples: Vec<f32> = (0..16_000 * 7 + 123)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let gain = if (40_000..50_000).contains(&i) {
+                    0.9
+                } else {
+                    0.01
+                };
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * gain
+            })
+            .collect();
+        for n_mels in [80, 128] {
+            let filters = MelFilters::new(n_mels);
+            let whole = log_mel_spectrogram(&samples, &filters, 3_000 * HOP_LENGTH);
+            let windowed = WindowedMel::new(samples.clone(), &filters, 3_000 * HOP_LENGTH);
+            assert_eq!(windowed.n_frames(), whole.n_frames);
+            for (start, frames) in [
+                (0, 3000),
+                (1, 3000),
+                (257, 1234),
+                (3333, 1000),
+                (3698, 7),
+                (9000, 200),
+            ] {
+                let got = windowed.window(start, frames);
+                assert!(
+                    got == whole.window(start, frames),
+                    "window ({start}, {frames}), {n_mels} mels"
+                );
+            }
+        }
     }
 }

@@ -27,7 +27,7 @@ use std::time::Instant;
 use crate::decoding::{AudioFeatures, Batch, RowId, RowOutcome, RowRules, RowSpec};
 use crate::error::{Result, WhisperError};
 use crate::longform::{self, RowQuality, Span, Verdict};
-use crate::mel::{frames_to_seconds, Mel, N_FRAMES};
+use crate::mel::{frames_to_seconds, WindowedMel, N_FRAMES};
 use crate::timing;
 use crate::tokenizer::Task;
 use crate::transcribe::{Mode, TranscribeOptions};
@@ -73,7 +73,8 @@ struct PendingWindow {
 
 struct Job {
     options: TranscribeOptions,
-    mel: Mel,
+    /// The job's samples, freed with the job; each window's log-mel comes from them.
+    mel: WindowedMel,
     content_frames: usize,
     language: Option<String>,
     language_probs: Option<Vec<(String, f32)>>,
@@ -152,16 +153,17 @@ impl Scheduler {
         self.last_step_rows
     }
 
-    /// Adds a job: 16 kHz mono samples and options.
+    /// Adds a job: 16 kHz mono samples (kept until the job ends) and options.
     pub fn submit(
         &mut self,
         whisper: &Whisper,
         id: JobId,
-        samples: &[f32],
+        samples: Vec<f32>,
         options: TranscribeOptions,
     ) -> Result<()> {
         let job = Job::new(whisper, samples, options)?;
-        let windows = longform::initial_windows(samples, job.options.mode, job.content_frames);
+        let windows =
+            longform::initial_windows(job.mel.samples(), job.options.mode, job.content_frames);
         let prompt = job.initial_prompt.clone();
         let content_frames = job.content_frames;
         self.jobs.insert(
@@ -325,7 +327,7 @@ impl Scheduler {
         for w in windows.iter().filter(|w| w.features.is_none()) {
             let job = self.job(w.job)?;
             let mut frames = job.mel.window(w.seek, w.frames);
-            frames.resize(N_FRAMES * job.mel.n_mels, 0.0);
+            frames.resize(N_FRAMES * job.mel.n_mels(), 0.0);
             mels.push(frames);
         }
         if mels.is_empty() {
@@ -514,8 +516,8 @@ fn text_tokens(whisper: &Whisper, tokens: &[u32]) -> Vec<u32> {
 impl Job {
     /// A job's state before its first window: the language (given, or English on an
     /// English-only model, else detected later), its logit rules once that is known, the
-    /// log-mel of the whole audio and the encoded initial prompt.
-    fn new(whisper: &Whisper, samples: &[f32], mut options: TranscribeOptions) -> Result<Self> {
+    /// samples its windows' log-mel comes from and the encoded initial prompt.
+    fn new(whisper: &Whisper, samples: Vec<f32>, mut options: TranscribeOptions) -> Result<Self> {
         if options.temperatures.is_empty() {
             return Err(WhisperError::InvalidOption(
                 "at least one temperature is required".into(),
@@ -531,8 +533,8 @@ impl Job {
         if options.task == Task::Translate && !whisper.tokenizer.is_multilingual() {
             options.task = Task::Transcribe;
         }
-        let mel = whisper.mel(samples);
-        let content_frames = mel.n_frames.saturating_sub(N_FRAMES);
+        let mel = whisper.windowed_mel(samples);
+        let content_frames = mel.n_frames().saturating_sub(N_FRAMES);
         let initial_prompt = match &options.initial_prompt {
             Some(p) if !p.trim().is_empty() => {
                 whisper.tokenizer.encode(&format!(" {}", p.trim()))?

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{FromRequest, Multipart, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use steno_engine::{Reply, Request};
@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::AppState;
 use crate::api::Logprob;
+use crate::audio_budget::Reservation;
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::form::{self, AudioForm};
@@ -87,7 +88,8 @@ async fn handle(
         .to_string();
 
     let decode_started = Instant::now();
-    let samples = decode_audio(&state, &mut form).await?;
+    let (samples, reservation) = decode_audio(&state, &mut form).await?;
+    let permit = permit.holding(reservation);
     let decode_seconds = decode_started.elapsed().as_secs_f64();
 
     let (deltas, delta_receiver) = if form.stream {
@@ -214,8 +216,12 @@ impl Pace {
 
 /// The upload as 16 kHz mono samples: raw PCM converted on the blocking pool, any
 /// container in the audio decoder child ([`crate::decoder::Decoder`]). Takes the bytes
-/// out of the form.
-async fn decode_audio(state: &AppState, form: &mut AudioForm) -> Result<Vec<f32>, ApiError> {
+/// out of the form. The samples' reservation in the audio budget comes with them (429
+/// past it, counted under `audio_budget`).
+async fn decode_audio(
+    state: &AppState,
+    form: &mut AudioForm,
+) -> Result<(Vec<f32>, Reservation), ApiError> {
     let limits = &state.config.limits;
     let audio_limits = steno_audio::Limits {
         max_bytes: limits.max_upload_bytes,
@@ -223,21 +229,29 @@ async fn decode_audio(state: &AppState, form: &mut AudioForm) -> Result<Vec<f32>
         ..steno_audio::Limits::default()
     };
     let bytes = std::mem::take(&mut form.file.bytes);
-    let audio = if form.file.is_raw_pcm() {
+    let audio: Result<_, ApiError> = if form.file.is_raw_pcm() {
         let sample_rate = form.sample_rate;
-        tokio::task::spawn_blocking(move || {
+        let audio = tokio::task::spawn_blocking(move || {
             steno_audio::decode_raw_pcm_s16le(&bytes, sample_rate, None, &audio_limits)
         })
         .await
-        .map_err(ApiError::internal)??
+        .map_err(ApiError::internal)??;
+        // At most twice the upload limit: reserved once converted.
+        let reservation = state.decoder.budget().reserve_samples(audio.samples.len());
+        reservation.map(|r| (audio, r))
     } else {
         let timeout = Duration::from_secs_f64(limits.request_timeout_seconds);
         state
             .decoder
             .decode(bytes, form.file.extension(), audio_limits, timeout)
-            .await?
+            .await
     };
-    Ok(audio.samples)
+    let (audio, reservation) = audio.inspect_err(|e| {
+        if e.status() == StatusCode::TOO_MANY_REQUESTS {
+            count_rejection(state, "audio_budget");
+        }
+    })?;
+    Ok((audio.samples, reservation))
 }
 
 /// When the engine gives up on a request: a fixed allowance plus some per second of audio.
@@ -270,6 +284,8 @@ fn respond(form: &AudioForm, task: Task, reply: Reply, decode_seconds: f64) -> R
 /// permit.
 struct Admitted {
     _slot: OwnedSemaphorePermit,
+    /// The decoded samples' share of the audio budget, given back with the answer.
+    audio: Option<Reservation>,
     metrics: Arc<Metrics>,
 }
 
@@ -281,6 +297,7 @@ impl Admitted {
         metrics.requests_in_flight.inc();
         Self {
             _slot: slot,
+            audio: None,
             metrics,
         }
     }
@@ -289,6 +306,13 @@ impl Admitted {
     fn transcribe(mut self, state: &AppState) -> Result<Permit, ApiError> {
         self._slot = take(&state.permits).ok_or_else(|| overloaded(state, "concurrency"))?;
         Ok(self)
+    }
+
+    /// Holds `reservation` until the answer (or until the client leaves): by then the
+    /// worker has dropped the samples, or drops the job as its client is gone.
+    fn holding(mut self, reservation: Reservation) -> Self {
+        self.audio = Some(reservation);
+        self
     }
 }
 

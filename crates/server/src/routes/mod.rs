@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::audio_budget::AudioBudget;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -57,11 +58,13 @@ impl AppState {
             .map_or(0, |d| d.as_secs());
         Self {
             engine,
+        let keys = ApiKeys::new(&config.server.api_keys);
+        let budget = AudioBudget::new(config.limits.max_audio_bytes_in_flight);
             config: Arc::new(config),
             permits,
             uploads,
             started,
-            decoder: crate::decoder::Decoder::this_executable(),
+            decoder: crate::decoder::Decoder::this_executable(budget),
             metrics,
         }
     }
