@@ -5,9 +5,10 @@
 #   sudo deploy/linux/install.sh                 # or: sudo MLX_BACKEND=cuda deploy/linux/install.sh
 #
 # Installs /usr/local/bin/steno, the MLX runtime the binary was built against under
-# /usr/local/lib/steno, the unit, /etc/steno/steno.toml (a copy of config/default.toml,
-# kept if present) and /etc/steno/steno.env.example; then enables and starts the service,
-# which returns once /health answers 200 (the unit's health gate).
+# /usr/local/lib/steno, the unit, /etc/steno/steno.toml (a copy of config/default.toml)
+# and /etc/steno/steno.env (a copy of steno.env.example), both kept if present and both
+# root-only (0600), and steno.env.example; then enables and starts the service, which
+# returns once /health answers 200 (the unit's health gate).
 #
 # DESTDIR=/some/dir stages the same files under /some/dir and leaves systemd alone
 # (packaging; the tests do this). STENO_BINARY overrides target/release/steno.
@@ -43,11 +44,21 @@ fi
 
 install -m 0644 deploy/linux/steno.service "$root/etc/systemd/system/steno.service"
 install -m 0644 deploy/linux/steno.env.example "$root/etc/steno/steno.env.example"
-if [ ! -e "$root/etc/steno/steno.toml" ]; then
-  install -m 0644 config/default.toml "$root/etc/steno/steno.toml"
+
+# The config and the environment file may hold API keys and HF_TOKEN: root-only. systemd
+# reads both as root for the service (LoadCredential=, EnvironmentFile=). chmod on every
+# run: an upgrade tightens files that an older install left world-readable.
+secrets=("$root/etc/steno/steno.toml" "$root/etc/steno/steno.env")
+if [ ! -e "${secrets[0]}" ]; then
+  install -m 0600 config/default.toml "${secrets[0]}"
 fi
+if [ ! -e "${secrets[1]}" ]; then
+  install -m 0600 deploy/linux/steno.env.example "${secrets[1]}"
+fi
+chmod 0600 "${secrets[@]}"
 
 if [ -z "$root" ]; then
+  chown root:root "${secrets[@]}"
   systemctl daemon-reload
   systemctl enable steno.service
   # restart, not start: an upgrade must load the new binary.

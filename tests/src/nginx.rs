@@ -4,12 +4,15 @@
 //! A site configuration (directives for nginx's `http {}` block) is wrapped in a main
 //! `nginx.conf` of a single foreground process (`master_process off`, `daemon off`) whose
 //! pid file, logs and temporary files all live in one directory. [`check`] runs `nginx -t`
-//! on it; [`Nginx::start`] runs it until the [`Nginx`] is dropped.
+//! on it; [`Nginx::start`] runs it until the [`Nginx`] is dropped. Clients reach it over
+//! HTTPS with a certificate from [`self_signed`].
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::server::Request;
 
 /// How long nginx may take to accept connections.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,18 +97,58 @@ pub fn check(dir: &Path, site: &str) -> Result<String, String> {
     }
 }
 
+/// A certificate and its private key (PEM files).
+pub struct Certificate {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost (an ECDSA P-256 key: fast to
+/// generate), written into `dir` by `openssl req -x509`. Clients trust it as its own CA.
+pub fn self_signed(dir: &Path) -> Certificate {
+    let certificate = Certificate {
+        certificate: dir.join("test-certificate.pem"),
+        key: dir.join("test-key.pem"),
+    };
+    let output = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec"])
+        .args([
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&certificate.key)
+        .arg("-out")
+        .arg(&certificate.certificate)
+        .output()
+        .expect("run openssl (is it installed?)");
+    assert!(
+        output.status.success(),
+        "openssl req -x509: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    certificate
+}
+
 /// A running nginx; killed on drop.
 pub struct Nginx {
     child: Child,
     dir: tempfile::TempDir,
     port: u16,
+    /// The certificate the clients trust.
+    ca: PathBuf,
 }
 
 impl Nginx {
-    /// Starts nginx with `site`, which must listen on 127.0.0.1:`port` and may keep its
-    /// logs in `dir` (which the [`Nginx`] then owns), and waits until it accepts
-    /// connections.
-    pub fn start(dir: tempfile::TempDir, site: &str, port: u16) -> Nginx {
+    /// Starts nginx with `site`, which must serve HTTPS on 127.0.0.1:`port` with a
+    /// certificate that `ca` verifies (a [`self_signed`] one) and may keep its logs in `dir`
+    /// (which the [`Nginx`] then owns), and waits until it accepts connections.
+    pub fn start(dir: tempfile::TempDir, site: &str, port: u16, ca: &Path) -> Nginx {
         let conf = write_config(dir.path(), site);
         let child = Command::new(binary().expect("nginx is not installed"))
             .args(args(dir.path(), &conf))
@@ -114,7 +157,12 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn nginx");
-        let mut nginx = Nginx { child, dir, port };
+        let mut nginx = Nginx {
+            child,
+            dir,
+            port,
+            ca: ca.to_path_buf(),
+        };
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = nginx.child.try_wait() {
@@ -130,9 +178,19 @@ impl Nginx {
         nginx
     }
 
-    /// `http://127.0.0.1:PORT` + `path`.
+    /// `https://127.0.0.1:PORT` + `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A GET of `path` that verifies nginx's certificate.
+    pub fn get(&self, path: &str) -> Request {
+        Request::get(self.url(path)).arg("--cacert").arg(&self.ca)
+    }
+
+    /// A POST to `path` that verifies nginx's certificate.
+    pub fn post(&self, path: &str) -> Request {
+        Request::post(self.url(path)).arg("--cacert").arg(&self.ca)
     }
 
     /// The log file `name` in [`Nginx::dir`] (empty when absent).

@@ -7,9 +7,11 @@
 //!   whose binary finds the installed MLX runtime and transcribes;
 //! * every `steno_*` metric that prometheus.yml, alerts.yml and grafana-dashboard.json name
 //!   is one a running server exports;
-//! * nginx accepts `deploy/nginx/steno.conf`, streams and carries request ids through it,
-//!   and a pool of two real servers behind it answers every transcription correctly while
-//!   one of them is killed mid-stream.
+//! * nginx accepts `deploy/nginx/steno.conf`, serves it over HTTPS with a certificate the
+//!   test generates (plain HTTP only redirects), streams and carries request ids through
+//!   it, and a pool of two real servers behind it answers every transcription correctly
+//!   while one of them is killed mid-stream, except the one request that instance died
+//!   under, which nginx does not replay.
 //!
 //! Several tests start servers: run one test at a time (`--test-threads 1`). The nginx
 //! tests are skipped with a note when nginx is not installed (`make setup` installs it).
@@ -80,6 +82,22 @@ fn run(program: &str, args: &[&str]) -> Option<(ExitStatus, String)> {
     }
 }
 
+/// Runs `command` (`what` in messages) and returns its stdout; panics with its output
+/// unless it succeeds.
+fn succeed(command: &mut Command, what: &str) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("run {what}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} ({}): {stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// `python3 -c script path` printing JSON, parsed.
 fn python_json(script: &str, path: &Path) -> Value {
     let path = path.to_str().expect("UTF-8 path");
@@ -94,6 +112,9 @@ fn python_json(script: &str, path: &Path) -> Value {
 
 const PLIST: &str = "deploy/macos/com.steno.server.plist";
 const MACOS_LOG: &str = "/usr/local/var/log/steno/steno.log";
+/// The hidden system user launchd runs Steno as, and its home.
+const MACOS_USER: &str = "_steno";
+const MACOS_HOME: &str = "/usr/local/var/steno";
 
 #[test]
 fn launchd_plist_runs_steno_serve_with_its_config() {
@@ -116,6 +137,10 @@ fn launchd_plist_runs_steno_serve_with_its_config() {
     assert_eq!(plist["StandardOutPath"], MACOS_LOG);
     assert_eq!(plist["StandardErrorPath"], MACOS_LOG);
     assert_eq!(plist["EnvironmentVariables"]["RUST_LOG"], "info");
+    // Not root: the user and group that install.sh creates, whose home the daemon gets.
+    assert_eq!(plist["UserName"], MACOS_USER, "{plist}");
+    assert_eq!(plist["GroupName"], MACOS_USER, "{plist}");
+    assert_eq!(plist["EnvironmentVariables"]["HOME"], MACOS_HOME);
     let exit_timeout = plist["ExitTimeOut"]
         .as_u64()
         .unwrap_or_else(|| panic!("no integer ExitTimeOut: {plist}"));
@@ -134,7 +159,15 @@ fn launchd_plist_runs_steno_serve_with_its_config() {
         "/usr/local/lib/steno",
         "install_name_tool -add_rpath /usr/local/lib/steno /usr/local/bin/steno",
         "codesign --force --sign - /usr/local/bin/steno",
-        "install -m 0644 config/default.toml /usr/local/etc/steno/steno.toml",
+        "config=/usr/local/etc/steno/steno.toml",
+        "user=_steno",
+        "home=/usr/local/var/steno",
+        "deploy/macos/user.sh \"$user\" \"$home\"",
+        // Root-only but for the daemon's group, on every run (an upgrade tightens it).
+        "install -m 0640 -o root -g \"$user\" config/default.toml \"$config\"",
+        "chown \"root:$user\" \"$config\"",
+        "chmod 0640 \"$config\"",
+        "chown -R \"$user:$user\" \"$home\" /usr/local/var/log/steno /usr/local/var/cache/steno",
         "/usr/local/var/log/steno",
         "launchctl bootstrap system",
         "Apple silicon",
@@ -153,11 +186,108 @@ fn launchd_plist_runs_steno_serve_with_its_config() {
         "launchctl bootout \"system/$label\"",
         "/Library/LaunchDaemons/$label.plist",
         "rm -rf /usr/local/lib/steno",
+        "dscl . -delete /Users/_steno",
+        "dscl . -delete /Groups/_steno",
     ] {
         assert!(
             uninstall.contains(needed),
             "macos/uninstall.sh lacks {needed:?}"
         );
+    }
+}
+
+/// A stand-in for macOS's `dscl .` on the local directory: a record is a directory under
+/// `$DSCL_STORE` (`/Users/_steno`), an attribute a file in it; every `-create` of an
+/// attribute is appended to `$DSCL_STORE/creates`.
+const FAKE_DSCL: &str = r#"#!/usr/bin/env bash
+set -euo pipefail
+[ "$1" = . ] || exit 2
+command=$2 record="$DSCL_STORE$3"
+shift 3
+case "$command" in
+  -list)
+    for dir in "$record"/*/; do
+      if [ -f "$dir$1" ]; then echo "$(basename "$dir") $(cat "$dir$1")"; fi
+    done ;;
+  -read)
+    if [ $# -eq 0 ]; then [ -d "$record" ] || exit 56; exit 0; fi
+    [ -f "$record/$1" ] || exit 56
+    echo "$1: $(cat "$record/$1")" ;;
+  -create)
+    mkdir -p "$record"
+    if [ $# -gt 0 ]; then
+      printf '%s' "$2" >"$record/$1"
+      echo "$record $1" >>"$DSCL_STORE/creates"
+    fi ;;
+  *) exit 2 ;;
+esac
+"#;
+
+#[test]
+fn macos_user_script_creates_a_hidden_system_user_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    let store = dir.path().join("directory");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("dscl"), FAKE_DSCL).unwrap();
+    std::fs::set_permissions(bin.join("dscl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Ids already taken: the first two of the range, one by a user and one by a group.
+    for (record, key, value) in [
+        ("Users/root", "UniqueID", "0"),
+        ("Users/_other", "UniqueID", "300"),
+        ("Groups/_other", "PrimaryGroupID", "301"),
+    ] {
+        std::fs::create_dir_all(store.join(record)).unwrap();
+        std::fs::write(store.join(record).join(key), value).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let create_user = || {
+        let mut user_sh = Command::new("bash");
+        user_sh
+            .arg(repo().join("deploy/macos/user.sh"))
+            .args([MACOS_USER, MACOS_HOME])
+            .env("PATH", &path)
+            .env("DSCL_STORE", &store);
+        succeed(&mut user_sh, "user.sh");
+    };
+    let attribute = |record: &str, key: &str| {
+        std::fs::read_to_string(store.join(record).join(key))
+            .unwrap_or_else(|e| panic!("{record} {key}: {e}"))
+    };
+
+    create_user();
+    let user = format!("Users/{MACOS_USER}");
+    let group = format!("Groups/{MACOS_USER}");
+    let gid = attribute(&group, "PrimaryGroupID");
+    let uid = attribute(&user, "UniqueID");
+    assert_eq!((gid.as_str(), uid.as_str()), ("302", "303"));
+    for (key, value) in [
+        ("PrimaryGroupID", gid.as_str()),
+        ("UserShell", "/usr/bin/false"),
+        ("NFSHomeDirectory", MACOS_HOME),
+        ("Password", "*"),
+        ("IsHidden", "1"),
+    ] {
+        assert_eq!(attribute(&user, key), value, "{user} {key}");
+    }
+    assert_eq!(attribute(&group, "Password"), "*");
+
+    // Again (an upgrade): the same ids, none chosen anew.
+    create_user();
+    assert_eq!(attribute(&user, "UniqueID"), uid);
+    assert_eq!(attribute(&group, "PrimaryGroupID"), gid);
+    let creates = std::fs::read_to_string(store.join("creates")).unwrap();
+    for id in [
+        format!("{user} UniqueID"),
+        format!("{group} PrimaryGroupID"),
+    ] {
+        let chosen = creates.lines().filter(|l| l.ends_with(&id)).count();
+        assert_eq!(chosen, 1, "{id} set {chosen} times:\n{creates}");
     }
 }
 
@@ -174,7 +304,7 @@ fn deploy_scripts_are_strict_bash() {
         }
     }
     scripts.sort();
-    assert_eq!(scripts.len(), 4, "{scripts:?}");
+    assert_eq!(scripts.len(), 5, "{scripts:?}");
     for script in &scripts {
         let name = script.display();
         let text = std::fs::read_to_string(script).expect("read script");
@@ -287,8 +417,11 @@ fn systemd_unit_is_hardened_drains_and_is_health_gated() {
         ("Type", "exec"),
         (
             "ExecStart",
-            "/usr/local/bin/steno serve --config /etc/steno/steno.toml",
+            "/usr/local/bin/steno serve --config ${CREDENTIALS_DIRECTORY}/steno.toml",
         ),
+        // The root-only config reaches the service as a credential, and the root-only
+        // environment file through systemd: the service user needs to read neither.
+        ("LoadCredential", "steno.toml:/etc/steno/steno.toml"),
         ("EnvironmentFile", "-/etc/steno/steno.env"),
         ("DynamicUser", "yes"),
         ("ProtectSystem", "strict"),
@@ -444,18 +577,12 @@ fn linux_install_stages_a_layout_that_runs() {
     let root = tempfile::tempdir().unwrap();
     let staged = |path: &str| root.path().join(path.trim_start_matches('/'));
     let install = || {
-        let output = Command::new("bash")
+        let mut install_sh = Command::new("bash");
+        install_sh
             .arg(repo().join("deploy/linux/install.sh"))
             .env("DESTDIR", root.path())
-            .env("STENO_BINARY", cli::steno_binary())
-            .output()
-            .expect("run install.sh");
-        assert!(
-            output.status.success(),
-            "install.sh: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+            .env("STENO_BINARY", cli::steno_binary());
+        succeed(&mut install_sh, "install.sh");
     };
     install();
 
@@ -470,7 +597,15 @@ fn linux_install_stages_a_layout_that_runs() {
         std::fs::read_to_string(&config).unwrap(),
         read("config/default.toml")
     );
+    let env = staged("/etc/steno/steno.env");
+    assert_eq!(
+        std::fs::read_to_string(&env).unwrap(),
+        read("deploy/linux/steno.env.example")
+    );
     assert!(staged("/etc/steno/steno.env.example").is_file());
+    // What may hold keys is root-only.
+    assert_root_only(&config, root.path());
+    assert_root_only(&env, root.path());
 
     // The unit's LD_LIBRARY_PATH finds the installed runtime (and libmlx its own bundled
     // libraries), not the checkout's.
@@ -504,26 +639,39 @@ fn linux_install_stages_a_layout_that_runs() {
     }
 
     let jfk = assets::jfk();
-    let output = Command::new(&binary)
+    let mut transcribe = Command::new(&binary);
+    transcribe
         .arg("transcribe")
         .arg("--model")
         .arg(assets::model_dir(assets::TINY_EN))
         .arg(&jfk.path)
-        .env("LD_LIBRARY_PATH", &lib_dir)
-        .output()
-        .expect("run the installed steno");
-    assert!(
-        output.status.success(),
-        "installed steno transcribe: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_jfk_text(&String::from_utf8_lossy(&output.stdout), "installed binary");
+        .env("LD_LIBRARY_PATH", &lib_dir);
+    let text = succeed(&mut transcribe, "installed steno transcribe");
+    assert_jfk_text(&text, "installed binary");
 
-    // Installing again (an upgrade) keeps the operator's configuration.
+    // Installing again (an upgrade) keeps the operator's configuration, and makes root-only
+    // what an older install left world-readable.
     let edited = format!("# edited by the operator\n{}", read("config/default.toml"));
     std::fs::write(&config, &edited).unwrap();
+    for file in [&config, &env] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     install();
     assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
+    assert_root_only(&config, root.path());
+    assert_root_only(&env, root.path());
+}
+
+/// `file` is readable and writable by its owner only (0600), the user who ran the
+/// installer (root, under sudo), as the owner of the staging directory `root` shows.
+fn assert_root_only(file: &Path, root: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(file).expect("stat");
+    let mode = metadata.mode() & 0o777;
+    assert_eq!(mode, 0o600, "{} is {mode:o}", file.display());
+    let installer = std::fs::metadata(root).expect("stat").uid();
+    assert_eq!(metadata.uid(), installer, "{} owner", file.display());
 }
 
 #[test]
@@ -862,45 +1010,79 @@ fn grafana_dashboard_is_well_formed() {
 
 const NGINX_CONF: &str = "deploy/nginx/steno.conf";
 
+/// deploy/nginx/steno.conf adapted for a test.
+struct Site {
+    text: String,
+    /// The plain-HTTP server's port (it only redirects).
+    http_port: u16,
+    /// The HTTPS server's port (the proxy).
+    https_port: u16,
+    /// Its self-signed certificate, which clients trust.
+    ca: PathBuf,
+}
+
 /// deploy/nginx/steno.conf for a test: the upstream's instances replaced by `instances`
-/// (`host:port`, with the file's server parameters), listening on 127.0.0.1:`port`, its
-/// logs in `dir`.
-fn nginx_site(instances: &[&str], port: u16, dir: &Path) -> String {
+/// (`host:port`, with the file's server parameters), its two servers on free ports of
+/// 127.0.0.1, a self-signed certificate and the logs in `dir`.
+fn nginx_site(instances: &[&str], dir: &Path) -> Site {
     let conf = read(NGINX_CONF);
     let servers = upstream_servers(&conf);
     let (first, _, parameters) = servers
         .first()
         .unwrap_or_else(|| panic!("no server in `upstream steno` of {NGINX_CONF}"));
-    let mut site = String::new();
+    let certificate = nginx::self_signed(dir);
+    let http_port = nginx::free_port();
+    let https_port = std::iter::repeat_with(nginx::free_port)
+        .find(|port| *port != http_port)
+        .expect("a second free port");
+    let mut text = String::new();
     for (index, line) in conf.lines().enumerate() {
         if index == *first {
             for instance in instances {
-                site.push_str(&format!("    server {instance} {parameters};\n"));
+                text.push_str(&format!("    server {instance} {parameters};\n"));
             }
             continue;
         }
         if servers.iter().any(|(i, _, _)| *i == index) {
             continue; // the file's other instances
         }
-        if line.trim_start().starts_with("listen ") {
-            site.push_str(&format!("    listen 127.0.0.1:{port};\n"));
-        } else {
-            site.push_str(&line.replace("/var/log/nginx/", &format!("{}/", dir.display())));
-            site.push('\n');
-        }
+        let adapted = match line.trim() {
+            "listen 80;" => format!("    listen 127.0.0.1:{http_port};"),
+            "listen 443 ssl;" => format!("    listen 127.0.0.1:{https_port} ssl;"),
+            other if other.starts_with("listen ") => panic!("{NGINX_CONF}: unexpected {other}"),
+            other if other.starts_with("ssl_certificate ") => {
+                format!("    ssl_certificate {};", certificate.certificate.display())
+            }
+            other if other.starts_with("ssl_certificate_key ") => {
+                format!("    ssl_certificate_key {};", certificate.key.display())
+            }
+            _ => line.replace("/var/log/nginx/", &format!("{}/", dir.display())),
+        };
+        text.push_str(&adapted);
+        text.push('\n');
     }
-    site
+    Site {
+        text,
+        http_port,
+        https_port,
+        ca: certificate.certificate,
+    }
 }
 
-/// The pool: nginx with deploy/nginx/steno.conf in front of `servers`.
+/// nginx with deploy/nginx/steno.conf in front of `instances` (`host:port`).
+fn start_nginx(instances: &[&str]) -> (Nginx, Site) {
+    let dir = tempfile::tempdir().unwrap();
+    let site = nginx_site(instances, dir.path());
+    let nginx = Nginx::start(dir, &site.text, site.https_port, &site.ca);
+    (nginx, site)
+}
+
+/// The pool: nginx with deploy/nginx/steno.conf in front of `servers`, once healthy.
 fn pool(servers: &[&Server]) -> Nginx {
     let addresses: Vec<&str> = servers.iter().map(|s| address(s)).collect();
-    let dir = tempfile::tempdir().unwrap();
-    let port = nginx::free_port();
-    let site = nginx_site(&addresses, port, dir.path());
-    let nginx = Nginx::start(dir, &site, port);
+    let (nginx, _) = start_nginx(&addresses);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Request::get(nginx.url("/health")).send().status != 200 {
+    while nginx.get("/health").send().status != 200 {
         assert!(Instant::now() < deadline, "the pool is not healthy");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -921,7 +1103,8 @@ fn nginx_missing() -> bool {
 }
 
 fn transcription_through(nginx: &Nginx, file: &Path) -> Request {
-    Request::post(nginx.url(TRANSCRIPTIONS))
+    nginx
+        .post(TRANSCRIPTIONS)
         .file("file", file)
         .field("model", "whisper-1")
 }
@@ -954,6 +1137,17 @@ fn transcriptions_served(server: &Server) -> f64 {
         .sum()
 }
 
+/// The value of `directive` in `conf`, which sets it exactly once.
+fn nginx_directive<'a>(conf: &'a str, directive: &str) -> &'a str {
+    let values: Vec<&str> = conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(directive)?.strip_prefix(' '))
+        .map(|v| v.trim_end_matches(';'))
+        .collect();
+    assert_eq!(values.len(), 1, "{NGINX_CONF}: `{directive}` {values:?}");
+    values[0]
+}
+
 #[test]
 fn nginx_accepts_the_site_config() {
     if nginx_missing() {
@@ -964,18 +1158,32 @@ fn nginx_accepts_the_site_config() {
         "client_max_body_size 26m;",
         "proxy_request_buffering on;",
         "proxy_buffering off;",
-        "proxy_next_upstream error timeout http_503 non_idempotent;",
         "proxy_read_timeout 3600s;",
         "proxy_send_timeout 3600s;",
         "proxy_set_header X-Request-Id $steno_request_id;",
         "location = /health {",
+        "listen 443 ssl;",
+        "return 308 https://$host$request_uri;",
     ] {
         assert!(
             conf.lines().any(|l| l.trim() == directive),
             "{NGINX_CONF} lacks `{directive}`"
         );
     }
-    assert!(conf.contains("proxy_next_upstream_tries "));
+    // Retries: a refused connection or a 503, never a timeout, never a POST once sent
+    // (no `non_idempotent`): a request that killed or stalled an instance is not replayed.
+    assert_eq!(
+        nginx_directive(&conf, "proxy_next_upstream"),
+        "error http_503"
+    );
+    let tries: u32 = nginx_directive(&conf, "proxy_next_upstream_tries")
+        .parse()
+        .expect("a number of tries");
+    assert!(
+        (2..=3).contains(&tries),
+        "proxy_next_upstream_tries {tries}"
+    );
+    assert_eq!(nginx_directive(&conf, "ssl_protocols"), "TLSv1.2 TLSv1.3");
     let servers = upstream_servers(&conf);
     assert!(servers.len() >= 2, "{servers:?}");
     for (_, address, parameters) in &servers {
@@ -985,18 +1193,40 @@ fn nginx_accepts_the_site_config() {
         );
     }
 
+    // Two instances that are not there.
+    let down = [nginx::free_port(), nginx::free_port()].map(|p| format!("127.0.0.1:{p}"));
+    let down = down.each_ref().map(String::as_str);
     let dir = tempfile::tempdir().unwrap();
-    let site = nginx_site(
-        &["127.0.0.1:18001", "127.0.0.1:18002"],
-        nginx::free_port(),
-        dir.path(),
-    );
-    let report = nginx::check(dir.path(), &site)
-        .unwrap_or_else(|report| panic!("nginx -t rejects {NGINX_CONF}:\n{report}\n{site}"));
+    let site = nginx_site(&down, dir.path());
+    let report = nginx::check(dir.path(), &site.text)
+        .unwrap_or_else(|report| panic!("nginx -t rejects {NGINX_CONF}:\n{report}\n{}", site.text));
     eprintln!("{}", report.trim());
     // The check is real: a bad value fails it.
-    let broken = site.replace("proxy_buffering off;", "proxy_buffering maybe;");
+    let broken = site
+        .text
+        .replace("proxy_buffering off;", "proxy_buffering maybe;");
     assert!(nginx::check(dir.path(), &broken).is_err());
+
+    let (nginx, site) = start_nginx(&down);
+    // Plain HTTP sends clients to HTTPS and proxies nothing.
+    let plain = Request::post(format!(
+        "http://127.0.0.1:{}{TRANSCRIPTIONS}",
+        site.http_port
+    ))
+    .field("model", "whisper-1")
+    .send();
+    assert_eq!(plain.status, 308, "{}", plain.body);
+    let location = plain.header("location").unwrap_or_default();
+    assert!(
+        location.starts_with("https://127.0.0.1/v1/audio/transcriptions"),
+        "{location}"
+    );
+    // HTTPS verifies with the site's certificate, and not without it; with no instance up
+    // nginx answers 502 itself.
+    assert_eq!(nginx.get("/health").send().status, 502);
+    let unverified = Request::get(nginx.url("/health")).spawn().wait_result();
+    let error = unverified.expect_err("curl trusted a self-signed certificate");
+    assert!(error.contains("certificate"), "{error}");
 }
 
 #[test]
@@ -1007,9 +1237,7 @@ fn nginx_streams_limits_uploads_and_carries_request_ids() {
     let server = Server::start(&[]);
     let nginx = pool(&[&server]);
     let jfk = assets::jfk();
-    Request::get(nginx.url("/metrics"))
-        .send()
-        .expect_status(404);
+    nginx.get("/metrics").send().expect_status(404);
 
     let named = transcription_through(&nginx, &jfk.path)
         .header("X-Request-Id: deploy-test-42")
@@ -1063,7 +1291,7 @@ fn nginx_streams_limits_uploads_and_carries_request_ids() {
 }
 
 #[test]
-fn nginx_fails_over_when_an_instance_is_killed() {
+fn nginx_fails_over_a_killed_instance_without_replaying_its_request() {
     if nginx_missing() {
         return;
     }
@@ -1076,6 +1304,7 @@ fn nginx_fails_over_when_an_instance_is_killed() {
 
     let mut before_kill = (0.0, 0.0);
     let mut answered = 0;
+    let mut lost = Vec::new();
     let started = Instant::now();
     for pair in 0..PAIRS {
         if pair == KILL_AT_PAIR {
@@ -1096,36 +1325,46 @@ fn nginx_fails_over_when_an_instance_is_killed() {
         }
         for (i, request) in pending.into_iter().enumerate() {
             let response = request.wait();
-            assert_jfk_json(&response, &format!("pair {pair}, request {i}"));
+            let what = format!("pair {pair}, request {i}");
+            if pair == KILL_AT_PAIR && response.status == 502 {
+                lost.push(what);
+                continue;
+            }
+            assert_jfk_json(&response, &what);
             answered += 1;
         }
     }
     eprintln!(
-        "{answered} transcriptions through nginx in {:.1} s, all correct",
+        "{answered} transcriptions through nginx in {:.1} s, all correct; 502: {lost:?}",
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(answered, 2 * PAIRS);
+    // Only the request the victim died under may fail (unless it answered within the
+    // 500 ms before the kill): nginx does not replay a POST it had sent.
+    assert!(lost.len() <= 1, "{lost:?}");
+    assert_eq!(answered + lost.len(), 2 * PAIRS);
 
     let (victim_before, survivor_before) = before_kill;
     assert!(
         victim_before > 0.0 && survivor_before > 0.0,
         "before the kill both instances served: {before_kill:?}"
     );
-    // Every request from the kill on ended on the survivor, except perhaps the victim's
-    // last one if it answered within the 500 ms before the kill.
+    // From the kill on the survivor served all but the victim's request, which was
+    // answered by the victim or lost, not replayed onto the survivor.
     let after = transcriptions_served(&survivor) - survivor_before;
     let remaining = (2 * (PAIRS - KILL_AT_PAIR)) as f64;
-    assert!(
-        after >= remaining - 1.0 && after <= remaining,
+    assert_eq!(
+        after,
+        remaining - 1.0,
         "the survivor served {after} of the last {remaining}"
     );
-    // nginx logs the retry: the victim, then the survivor.
+    // A request that found the victim gone (connection refused: nothing sent) moved on:
+    // nginx logs the victim, then the survivor.
     let retried = format!("upstream=\"{}, {}\"", address(&victim), address(&survivor));
     let access = nginx.log_with("steno.access.log", &[&retried]);
     let retries: Vec<&str> = access.lines().filter(|l| l.contains(&retried)).collect();
     assert!(
         !retries.is_empty(),
-        "no request retried from the killed instance ({retried}):\n{access}"
+        "no request moved off the killed instance ({retried}):\n{access}"
     );
-    eprintln!("retried on the survivor:\n{}", retries.join("\n"));
+    eprintln!("moved to the survivor:\n{}", retries.join("\n"));
 }
