@@ -331,6 +331,7 @@ Encoder FLOPs per window: {:.1} GFLOP (convs, projections, attention, MLP).
     rules.suppress_tokens.push(rules.specials.eot);
     rules.timestamps = None;
     rules.sample_len = 10_000;
+    rules.stop_degenerate = false;
     let rules = std::sync::Arc::new(rules);
     let sot = whisper
         .tokenizer
@@ -346,6 +347,7 @@ Encoder FLOPs per window: {:.1} GFLOP (convs, projections, attention, MLP).
                 seed: 0,
                 rules: rules.clone(),
                 features: features.clone(),
+                max_tokens: usize::MAX,
             })
             .collect()
     };
@@ -783,6 +785,7 @@ fn model_bench() {
     rules.suppress_tokens.push(rules.specials.eot);
     rules.timestamps = None;
     rules.sample_len = 10_000;
+    rules.stop_degenerate = false;
     let rules = std::sync::Arc::new(rules);
     let _ = writeln!(
         report,
@@ -802,6 +805,7 @@ fn model_bench() {
                 seed: 0,
                 rules: rules.clone(),
                 features: features.clone(),
+                max_tokens: usize::MAX,
             })
             .collect();
         batch.admit(&whisper.model, specs).unwrap();

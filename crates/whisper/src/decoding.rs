@@ -50,6 +50,9 @@ pub struct RowRules {
     pub timestamps: Option<TimestampRules>,
     /// Maximum number of sampled tokens (OpenAI: `n_text_ctx / 2`).
     pub sample_len: usize,
+    /// Stop degenerate rows early ([`is_degenerate`]). On for transcription; off where
+    /// a benchmark times a fixed number of steps on whatever the rows sample.
+    pub stop_degenerate: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -70,6 +73,10 @@ pub struct RowSpec {
     pub seed: u64,
     pub rules: Arc<RowRules>,
     pub features: AudioFeatures,
+    /// Sampled tokens past which the row is degenerate: more text than its window's
+    /// audio could hold (`longform::row_token_budget`). At `rules.sample_len` or above it
+    /// never fires; the length limit ends the row first.
+    pub max_tokens: usize,
 }
 
 /// A finished row.
@@ -87,6 +94,9 @@ pub struct RowOutcome {
     pub temperature: f32,
     /// The row ended with EOT (rather than the length limit).
     pub completed: bool,
+    /// The row was stopped early as degenerate ([`is_degenerate`]): the fallback
+    /// verdict rejects it like text that fails the compression check.
+    pub degenerate: bool,
 }
 
 struct ActiveRow {
@@ -103,6 +113,8 @@ struct ActiveRow {
     sum_logprob: f32,
     token_logprobs: Vec<f32>,
     no_speech_prob: f32,
+    max_tokens: usize,
+    degenerate: bool,
     finished: Option<bool>,
 }
 
@@ -129,6 +141,8 @@ impl ActiveRow {
             sum_logprob: 0.0,
             token_logprobs: Vec::new(),
             no_speech_prob,
+            max_tokens: spec.max_tokens,
+            degenerate: false,
             finished: None,
         }
     }
@@ -155,6 +169,7 @@ impl ActiveRow {
             no_speech_prob: self.no_speech_prob,
             temperature: self.temperature,
             completed,
+            degenerate: self.degenerate,
         }
     }
 }
@@ -484,7 +499,45 @@ fn advance(row: &mut ActiveRow, logits: &mut [f32]) {
         row.finished = Some(true);
     } else if row.sampled().len() >= row.rules.sample_len {
         row.finished = Some(false);
+    } else if row.rules.stop_degenerate && is_degenerate(row.sampled(), eot, row.max_tokens) {
+        row.degenerate = true;
+        row.finished = Some(false);
     }
+}
+
+/// A loop repeats a run of at most this many text tokens (a sentence or so).
+const MAX_LOOP_PERIOD: usize = 32;
+/// ... at least this many times in a row ...
+const MIN_LOOP_REPEATS: usize = 4;
+/// ... over at least this many tokens: 32 tokens of a period ≤ 8 compress far beyond
+/// the 2.4 ratio threshold, while a short real repetition ("no, no, no") stays under.
+const MIN_LOOP_TOKENS: usize = 32;
+
+/// Whether a row's `sampled` tokens (no EOT yet) are degenerate, so that sampling
+/// more would only waste decoder steps on text the fallback verdict rejects anyway:
+/// at least `max_tokens` of them (more than the window's audio could hold), or text
+/// ending in a loop ([`ends_in_loop`]; timestamps, which still advance in a loop, are
+/// left out).
+pub(crate) fn is_degenerate(sampled: &[u32], eot: u32, max_tokens: usize) -> bool {
+    if sampled.len() >= max_tokens {
+        return true;
+    }
+    let text: Vec<u32> = sampled.iter().copied().filter(|&t| t < eot).collect();
+    ends_in_loop(&text)
+}
+
+/// Whether `text` ends with one run of `p ≤ MAX_LOOP_PERIOD` tokens repeated at least
+/// `MIN_LOOP_REPEATS` times back to back, covering at least `MIN_LOOP_TOKENS` tokens:
+/// Whisper's decoding loop, which at temperature 0 never ends before the length limit.
+pub(crate) fn ends_in_loop(text: &[u32]) -> bool {
+    (1..=MAX_LOOP_PERIOD).any(|period| {
+        let repeats = MIN_LOOP_REPEATS.max(MIN_LOOP_TOKENS.div_ceil(period));
+        let span = period * repeats;
+        span <= text.len() && {
+            let tail = &text[text.len() - span..];
+            tail[period..].iter().zip(tail).all(|(a, b)| a == b)
+        }
+    })
 }
 
 /// OpenAI's SuppressBlank, SuppressTokens and ApplyTimestampRules, in that order.
@@ -620,6 +673,7 @@ mod tests {
                 max_initial_timestamp_index: cap,
             }),
             sample_len: 224,
+            stop_degenerate: true,
         }
     }
 
@@ -890,6 +944,8 @@ mod tests {
             sum_logprob: logprobs.iter().sum(),
             token_logprobs: logprobs.to_vec(),
             no_speech_prob: 0.25,
+            max_tokens: 224,
+            degenerate: false,
             finished,
         }
     }
@@ -937,5 +993,84 @@ mod tests {
         assert_eq!(r.finished, Some(false));
         assert_eq!(r.pending, 7);
         assert_eq!(r.token_logprobs.len(), 2);
+    }
+
+    /// `phrase` repeated `times` times after the text `lead`.
+    fn looping(lead: &[u32], phrase: &[u32], times: usize) -> Vec<u32> {
+        let mut text = lead.to_vec();
+        for _ in 0..times {
+            text.extend(phrase);
+        }
+        text
+    }
+
+    #[test]
+    fn a_loop_is_a_short_run_repeated_over_enough_tokens() {
+        // One token 32 times; two tokens 16 times; a sentence of 9 four times.
+        assert!(ends_in_loop(&looping(&[1, 2], &[7], 32)));
+        assert!(ends_in_loop(&looping(&[1, 2], &[7, 8], 16)));
+        assert!(ends_in_loop(&looping(
+            &[1],
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9],
+            4
+        )));
+        // Up to the longest period: 32 tokens four times.
+        let long: Vec<u32> = (100..132).collect();
+        assert!(ends_in_loop(&looping(&[], &long, 4)));
+        // One repeat short, a period too long, or text after the loop: no loop.
+        assert!(!ends_in_loop(&looping(&[1, 2], &[7], 31)));
+        assert!(!ends_in_loop(&looping(&[1, 2], &[7, 8], 15)));
+        assert!(!ends_in_loop(&looping(
+            &[],
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9],
+            3
+        )));
+        let longer: Vec<u32> = (100..133).collect();
+        assert!(!ends_in_loop(&looping(&[], &longer, 4)));
+        assert!(!ends_in_loop(&[looping(&[], &[7], 40), vec![8]].concat()));
+        // Real text repeats words, not runs: "no, no, no" and an ordinary sentence.
+        assert!(!ends_in_loop(&looping(&[5, 6], &[9, 2], 3)));
+        assert!(!ends_in_loop(&(0..200).map(|i| i % 97).collect::<Vec<_>>()));
+        assert!(!ends_in_loop(&[]));
+    }
+
+    #[test]
+    fn degenerate_rows_loop_in_their_text_or_outgrow_their_audio() {
+        // Timestamps between the repeats (ids ≥ EOT) do not hide a loop.
+        let mut sampled = Vec::new();
+        for k in 0..32 {
+            sampled.extend([ts(k % 7), 4, 5, ts(k % 7 + 1)]);
+        }
+        assert!(is_degenerate(&sampled, EOT, 224));
+        // Too many tokens for the window's audio, loop or not.
+        // (These 40 distinct tokens are all text below an end token of 100.)
+        let varied: Vec<u32> = (0..40).collect();
+        assert!(!is_degenerate(&varied, 100, 224));
+        assert!(is_degenerate(&varied, 100, 40));
+        assert!(!is_degenerate(&varied, 100, 41));
+    }
+
+    #[test]
+    fn advance_stops_a_degenerate_row_and_says_so() {
+        // A row one token short of a loop samples that token: stopped, not completed.
+        let text = looping(&[], &[4], MIN_LOOP_TOKENS - 1);
+        let mut r = row(&text, &vec![-0.1; text.len()], None);
+        let mut logits = vec![0.0f32; VOCAB];
+        logits[4] = 3.0;
+        advance(&mut r, &mut logits);
+        assert_eq!(r.finished, Some(false));
+        let outcome = r.outcome();
+        assert!(outcome.degenerate && !outcome.completed);
+        assert_eq!(outcome.tokens.len(), MIN_LOOP_TOKENS);
+        // Over its token budget: stopped the same way; a normal row is not.
+        let mut r = row(&[5, 6], &[-0.1, -0.1], None);
+        r.max_tokens = 3;
+        advance(&mut r, &mut [0.0f32; VOCAB]);
+        assert!(r.degenerate && r.finished == Some(false));
+        let mut r = row(&[5, 6], &[-0.1, -0.1], None);
+        let mut logits = vec![0.0f32; VOCAB];
+        logits[7] = 3.0;
+        advance(&mut r, &mut logits);
+        assert!(!r.degenerate && r.finished.is_none());
     }
 }

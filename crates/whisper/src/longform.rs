@@ -27,6 +27,23 @@ pub(crate) const MIN_CONTINUATION_FRAMES: usize = 50;
 /// Rows sampled above this temperature do not condition the next window on their text
 /// (OpenAI: such text is likely garbage).
 const MAX_CONDITIONING_TEMPERATURE: f32 = 0.5;
+/// Sampled tokens per second of a window's audio past which a row is degenerate.
+/// Whisper's own length limit, 224 tokens per 30 s window, is 7.5 tokens/s; the
+/// densest real speech (fast syllable-timed languages at one or two tokens a
+/// syllable, plus two timestamps a segment) stays well under 20, so only text the
+/// audio cannot hold (a loop, noise read as words) reaches it.
+const MAX_TOKENS_PER_SECOND: f64 = 20.0;
+/// The least token budget of a row: short windows may still hold a quick sentence.
+const MIN_ROW_TOKENS: usize = 32;
+/// Rows' worth of token budget one window's failed attempts may spend together before
+/// its fallback stops: one, so that a window never samples more than twice what its
+/// audio could hold (the budget, plus the attempt that crossed it), while a row that
+/// loops early (at 32 tokens or so) still leaves room for retries.
+const WINDOW_BUDGET_ROWS: usize = 1;
+/// A first pass with unlikely text and a no-speech probability above this fraction of
+/// the no-speech threshold is noise: the window is skipped without further
+/// temperatures (higher temperatures only sample more unlikely text from noise).
+const NOISE_NO_SPEECH_FRACTION: f32 = 0.5;
 
 /// The windows a job starts with, as `(seek, frames)`. Audio with no speech at all gets
 /// none (an empty transcript); sequential mode starts with the first 30 s and finds
@@ -89,12 +106,34 @@ pub(crate) fn row_seed(seed: u64, seek: usize, attempt: usize) -> u64 {
     seed ^ (seek as u64) << 8 ^ attempt as u64
 }
 
+/// Tokens the audio of a window of `frames` frames could hold at most
+/// ([`MAX_TOKENS_PER_SECOND`], at least [`MIN_ROW_TOKENS`]).
+fn audio_token_limit(frames: usize) -> usize {
+    let tokens = (frames_to_seconds(frames) * MAX_TOKENS_PER_SECOND).ceil() as usize;
+    tokens.max(MIN_ROW_TOKENS)
+}
+
+/// The sampled tokens a row of a window of `frames` frames may reach before it is
+/// stopped as degenerate: what its audio could hold, never above `sample_len`.
+pub(crate) fn row_token_budget(frames: usize, sample_len: usize) -> usize {
+    audio_token_limit(frames).min(sample_len)
+}
+
+/// Whether a window whose attempts sampled `spent` tokens in all has used up its
+/// fallback budget ([`WINDOW_BUDGET_ROWS`] times what its audio could hold), so that
+/// its current attempt is its last.
+pub(crate) fn window_budget_spent(frames: usize, spent: usize) -> bool {
+    spent >= WINDOW_BUDGET_ROWS * audio_token_limit(frames)
+}
+
 /// The figures of a finished row the fallback verdict reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct RowQuality {
     pub compression_ratio: f32,
     pub avg_logprob: f32,
     pub no_speech_prob: f32,
+    /// The row was stopped early as degenerate (`decoding::is_degenerate`).
+    pub degenerate: bool,
 }
 
 /// What to do with a finished row.
@@ -108,23 +147,44 @@ pub(crate) enum Verdict {
     Keep,
 }
 
-/// OpenAI's temperature fallback and no-speech skip. `attempt` indexes
-/// `options.temperatures`; the last temperature's result is kept (or skipped) whatever
-/// its quality.
-pub(crate) fn verdict(options: &TranscribeOptions, row: RowQuality, attempt: usize) -> Verdict {
+/// OpenAI's temperature fallback and no-speech skip, with three stops of our own
+/// that bound a window's cost: a degenerate row fails like repetitive text; a first
+/// pass that is unlikely text on audio the no-speech probability half calls silence
+/// is skipped as noise; and a window whose attempts spent their token budget
+/// (`budget_spent`) gets no further temperature. `attempt` indexes
+/// `options.temperatures`; the last temperature's result is kept (or skipped)
+/// whatever its quality, except a degenerate row, which has no text worth keeping.
+pub(crate) fn verdict(
+    options: &TranscribeOptions,
+    row: RowQuality,
+    attempt: usize,
+    budget_spent: bool,
+) -> Verdict {
     let low_logprob = options
         .logprob_threshold
         .is_some_and(|t| row.avg_logprob < t);
-    let repetitive = options
-        .compression_ratio_threshold
-        .is_some_and(|t| row.compression_ratio > t);
-    let no_speech = options
-        .no_speech_threshold
-        .is_some_and(|t| row.no_speech_prob > t);
+    let repetitive = row.degenerate
+        || options
+            .compression_ratio_threshold
+            .is_some_and(|t| row.compression_ratio > t);
+    let no_speech_above = |fraction: f32| {
+        options
+            .no_speech_threshold
+            .is_some_and(|t| row.no_speech_prob > t * fraction)
+    };
+    let no_speech = no_speech_above(1.0);
     // Silence decodes to unlikely text; a higher temperature would not help.
     let silent = no_speech && low_logprob;
-    if (repetitive || low_logprob) && !silent && attempt + 1 < options.temperatures.len() {
+    let noise = attempt == 0 && low_logprob && no_speech_above(NOISE_NO_SPEECH_FRACTION);
+    if noise {
+        return Verdict::Skip;
+    }
+    let last = budget_spent || attempt + 1 >= options.temperatures.len();
+    if (repetitive || low_logprob) && !silent && !last {
         return Verdict::Retry;
+    }
+    if row.degenerate {
+        return Verdict::Skip;
     }
     // Confident text overrides the no-speech probability.
     let confident = options
@@ -315,6 +375,7 @@ mod tests {
             compression_ratio,
             avg_logprob,
             no_speech_prob,
+            degenerate: false,
         }
     }
 
@@ -411,9 +472,9 @@ mod tests {
                 1.5,
                 -1.2,
                 0.6,
-                0,
+                1,
                 Verdict::Retry,
-                "no-speech at threshold is speech",
+                "no-speech at threshold is speech (after the first pass)",
             ),
             (
                 1.5,
@@ -426,7 +487,7 @@ mod tests {
         ];
         for (cr, lp, ns, attempt, want, why) in cases {
             assert_eq!(
-                verdict(&options, quality(cr, lp, ns), attempt),
+                verdict(&options, quality(cr, lp, ns), attempt, false),
                 want,
                 "{why}: cr {cr}, logprob {lp}, no-speech {ns}, attempt {attempt}"
             );
@@ -441,18 +502,21 @@ mod tests {
             no_speech_threshold: None,
             ..TranscribeOptions::default()
         };
-        assert_eq!(verdict(&none, quality(9.0, -9.0, 0.99), 0), Verdict::Keep);
+        assert_eq!(
+            verdict(&none, quality(9.0, -9.0, 0.99), 0, false),
+            Verdict::Keep
+        );
         // Without a logprob threshold, a high no-speech probability alone skips.
         let no_logprob = TranscribeOptions {
             logprob_threshold: None,
             ..TranscribeOptions::default()
         };
         assert_eq!(
-            verdict(&no_logprob, quality(1.0, -5.0, 0.7), 0),
+            verdict(&no_logprob, quality(1.0, -5.0, 0.7), 0, false),
             Verdict::Skip
         );
         assert_eq!(
-            verdict(&no_logprob, quality(1.0, -5.0, 0.5), 0),
+            verdict(&no_logprob, quality(1.0, -5.0, 0.5), 0, false),
             Verdict::Keep
         );
         // Without a no-speech threshold nothing is skipped: unlikely text is retried.
@@ -461,13 +525,100 @@ mod tests {
             ..TranscribeOptions::default()
         };
         assert_eq!(
-            verdict(&no_skip, quality(1.0, -2.0, 0.99), 0),
+            verdict(&no_skip, quality(1.0, -2.0, 0.99), 0, false),
             Verdict::Retry
         );
         assert_eq!(
-            verdict(&no_skip, quality(1.0, -2.0, 0.99), 5),
+            verdict(&no_skip, quality(1.0, -2.0, 0.99), 5, false),
             Verdict::Keep
         );
+    }
+
+    #[test]
+    fn a_first_pass_that_both_signals_call_noise_is_skipped() {
+        let options = TranscribeOptions::default();
+        let at = |lp, ns, attempt| verdict(&options, quality(1.5, lp, ns), attempt, false);
+        // Unlikely text with no-speech above half its threshold (0.3): noise, at once.
+        assert_eq!(at(-1.2, 0.31, 0), Verdict::Skip);
+        assert_eq!(at(-1.2, 0.6, 0), Verdict::Skip);
+        // Either signal alone, or a later attempt: OpenAI's rules.
+        assert_eq!(at(-1.2, 0.3, 0), Verdict::Retry);
+        assert_eq!(at(-0.9, 0.5, 0), Verdict::Keep);
+        assert_eq!(at(-1.2, 0.5, 1), Verdict::Retry);
+        // Without a logprob or a no-speech threshold, never.
+        for options in [
+            TranscribeOptions {
+                logprob_threshold: None,
+                ..TranscribeOptions::default()
+            },
+            TranscribeOptions {
+                no_speech_threshold: None,
+                ..TranscribeOptions::default()
+            },
+        ] {
+            assert_ne!(
+                verdict(&options, quality(1.5, -1.2, 0.5), 0, false),
+                Verdict::Skip
+            );
+        }
+    }
+
+    #[test]
+    fn a_degenerate_row_fails_like_repetitive_text_and_is_never_kept() {
+        let options = TranscribeOptions::default();
+        // Confident, well-compressing text stopped as degenerate: retried...
+        let degenerate = RowQuality {
+            degenerate: true,
+            ..quality(1.5, -0.2, 0.1)
+        };
+        assert_eq!(verdict(&options, degenerate, 0, false), Verdict::Retry);
+        assert_eq!(verdict(&options, degenerate, 4, false), Verdict::Retry);
+        // ... and at the last attempt skipped: its text was cut short.
+        assert_eq!(verdict(&options, degenerate, 5, false), Verdict::Skip);
+        // The same row not degenerate is kept.
+        assert_eq!(
+            verdict(&options, quality(1.5, -0.2, 0.1), 0, false),
+            Verdict::Keep
+        );
+    }
+
+    #[test]
+    fn a_spent_window_budget_makes_the_attempt_the_last() {
+        let options = TranscribeOptions::default();
+        // Repetitive text: retried while the budget lasts, then kept like OpenAI's last
+        // temperature; a degenerate row is skipped; good text is kept either way.
+        assert_eq!(
+            verdict(&options, quality(3.0, -0.2, 0.1), 1, false),
+            Verdict::Retry
+        );
+        assert_eq!(
+            verdict(&options, quality(3.0, -0.2, 0.1), 1, true),
+            Verdict::Keep
+        );
+        let degenerate = RowQuality {
+            degenerate: true,
+            ..quality(3.0, -0.2, 0.1)
+        };
+        assert_eq!(verdict(&options, degenerate, 1, true), Verdict::Skip);
+        assert_eq!(
+            verdict(&options, quality(1.5, -0.2, 0.1), 1, true),
+            Verdict::Keep
+        );
+    }
+
+    #[test]
+    fn token_budgets_follow_the_window_audio() {
+        // 20 tokens a second, at least 32, never above the length limit.
+        assert_eq!(row_token_budget(seconds_to_frames(2.5), 224), 50);
+        assert_eq!(row_token_budget(seconds_to_frames(0.5), 224), 32);
+        assert_eq!(row_token_budget(N_FRAMES, 224), 224);
+        assert_eq!(row_token_budget(seconds_to_frames(5.0), 64), 64);
+        // A 2.5 s window's attempts may spend one row's worth (50 tokens) before its
+        // fallback stops; a full window 600, more than two full-length attempts.
+        assert!(!window_budget_spent(seconds_to_frames(2.5), 49));
+        assert!(window_budget_spent(seconds_to_frames(2.5), 50));
+        assert!(!window_budget_spent(N_FRAMES, 2 * 224));
+        assert!(window_budget_spent(N_FRAMES, 3 * 224));
     }
 
     #[test]
@@ -476,7 +627,10 @@ mod tests {
             temperatures: vec![0.0],
             ..TranscribeOptions::default()
         };
-        assert_eq!(verdict(&options, quality(5.0, -3.0, 0.1), 0), Verdict::Keep);
+        assert_eq!(
+            verdict(&options, quality(5.0, -3.0, 0.1), 0, false),
+            Verdict::Keep
+        );
     }
 
     #[test]

@@ -68,6 +68,8 @@ struct PendingWindow {
     features: Option<AudioFeatures>,
     /// Index into the job's temperatures.
     attempt: usize,
+    /// Tokens the window's attempts sampled so far, against its fallback budget.
+    spent_tokens: usize,
     prompt: Vec<u32>,
 }
 
@@ -184,6 +186,7 @@ impl Scheduler {
                 frames,
                 features: None,
                 attempt: 0,
+                spent_tokens: 0,
                 prompt: prompt.clone(),
             });
         }
@@ -406,6 +409,7 @@ impl Scheduler {
             .ok_or_else(|| internal("a row of a window not encoded"))?;
         let id = self.next_row;
         self.next_row += 1;
+        let max_tokens = longform::row_token_budget(window.frames, rules.sample_len);
         let spec = RowSpec {
             id,
             initial_tokens,
@@ -414,6 +418,7 @@ impl Scheduler {
             seed: longform::row_seed(job.options.seed, window.seek, window.attempt),
             rules,
             features,
+            max_tokens,
         };
         self.row_jobs.insert(id, window.job);
         job.running.insert(id, window);
@@ -444,8 +449,22 @@ impl Scheduler {
             compression_ratio: longform::compression_ratio(&text),
             avg_logprob: outcome.avg_logprob,
             no_speech_prob: outcome.no_speech_prob,
+            degenerate: outcome.degenerate,
         };
-        let (segments, advance) = match longform::verdict(&job.options, quality, window.attempt) {
+        window.spent_tokens += outcome.tokens.len();
+        let budget_spent = longform::window_budget_spent(window.frames, window.spent_tokens);
+        let verdict = longform::verdict(&job.options, quality, window.attempt, budget_spent);
+        tracing::debug!(
+            job = job_id,
+            seek = window.seek,
+            attempt = window.attempt,
+            tokens = outcome.tokens.len(),
+            completed = outcome.completed,
+            ?quality,
+            ?verdict,
+            "row finished"
+        );
+        let (segments, advance) = match verdict {
             Verdict::Retry => {
                 window.attempt += 1;
                 self.waiting.push_front(window);
@@ -691,6 +710,7 @@ impl Job {
             frames,
             features: None,
             attempt: 0,
+            spent_tokens: 0,
             prompt: self.all_tokens[self.prompt_reset_since..].to_vec(),
         })
     }
@@ -730,6 +750,7 @@ impl Job {
             frames,
             features: None,
             attempt: 0,
+            spent_tokens: 0,
             prompt,
         })
     }

@@ -142,6 +142,7 @@ impl Whisper {
             suppress_tokens: suppress,
             timestamps,
             sample_len: self.model.dims.n_text_ctx / 2,
+            stop_degenerate: true,
         })
     }
 
