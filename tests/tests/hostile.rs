@@ -645,6 +645,85 @@ fn fuzz_findings(m: &mut Matrix) {
     m.control("the fuzz findings");
 }
 
+/// Bytes of a FLAC file past its headers that the noise generator may flip.
+const FLIP_FROM: usize = 8192;
+/// Bytes flipped, and the seed of their offsets: with tiny.en, jfk.flac damaged this way
+/// decodes to about 2.5 s of noise that the model reads as text looping to the length
+/// limit at two temperatures.
+const FLIPS: usize = 200;
+const FLIP_SEED: u64 = 24;
+/// Worker time the damaged file (2.5 s of noise) may cost, in multiples of what jfk.wav
+/// (11 s of speech) costs on the same server just before. Before degenerate rows were
+/// stopped, the fallback ran temperatures to the length limit on it: about 5× jfk.wav with
+/// tiny.en (40 s with base); now under 2×.
+const MAX_NOISE_COST: f64 = 3.0;
+
+/// `bytes` with [`FLIPS`] bytes past [`FLIP_FROM`] inverted, at offsets drawn by
+/// SplitMix64 from `seed` (`tests/hostile.rs` and a one-off script agree on them).
+fn flip_bytes(mut bytes: Vec<u8>, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let span = (bytes.len() - FLIP_FROM) as u64;
+    for _ in 0..FLIPS {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        bytes[FLIP_FROM + (z % span) as usize] ^= 0xFF;
+    }
+    bytes
+}
+
+/// Milliseconds of the `name` entry of a `Server-Timing` header (`name;dur=12.3`).
+fn server_timing_ms(response: &Response, name: &str) -> Option<f64> {
+    response
+        .header("server-timing")?
+        .split(',')
+        .filter_map(|entry| entry.trim().split_once(";dur="))
+        .find(|(entry, _)| *entry == name)?
+        .1
+        .parse()
+        .ok()
+}
+
+/// Bit-flipped FLAC that decodes to noise the model reads as looping text: the reply is
+/// a 200 with little or no text, and its worker time stays bounded (the degenerate
+/// rows stop early and the window's fallback stops within its token budget).
+fn compute_amplification(m: &mut Matrix) {
+    let speech = m.server.transcription(&assets::jfk().path).spawn().wait();
+    speech.expect_status(200);
+    let speech_ms = server_timing_ms(&speech, "inference").expect("inference in Server-Timing");
+    let flac = m.path("jfk-for-flips.flac");
+    ffmpeg(&assets::jfk().path, &["-c:a", "flac"], &flac);
+    let bytes = std::fs::read(&flac).expect("read jfk.flac");
+    let flipped = m.write("flipped.flac", &flip_bytes(bytes, FLIP_SEED));
+    let request = Request::post(m.server.url(TRANSCRIPTIONS))
+        .file_as("file", &flipped, "flipped.flac")
+        .field("model", "whisper-1");
+    let response = request.max_time(2 * CASE_LIMIT).spawn().wait_result();
+    let outcome = response
+        .map_err(|e| format!("no HTTP response: {e}"))
+        .and_then(|r| {
+            check(&r, Expect::AtMostWords(40))?;
+            let inference = server_timing_ms(&r, "inference")
+                .ok_or_else(|| format!("no inference in Server-Timing: {r:?}"))?;
+            let _ = writeln!(
+                m.report,
+                "{inference:>6.0} ms  inference of flipped.flac ({speech_ms:.0} ms for jfk.wav)"
+            );
+            if inference > MAX_NOISE_COST * speech_ms {
+                return Err(format!(
+                    "{inference:.0} ms of inference, jfk.wav {speech_ms:.0} ms"
+                ));
+            }
+            Ok(())
+        });
+    if let Err(e) = outcome {
+        m.failures.push(format!("bit-flipped FLAC: {e}"));
+    }
+    m.control("the bit-flipped FLAC");
+}
+
 /// One multipart part: name, filename, content type, bytes.
 type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
 
@@ -857,6 +936,7 @@ fn hostile_inputs_are_refused_and_the_server_survives() {
     wav_headers(&mut m);
     lying_and_bombs(&mut m);
     fuzz_findings(&mut m);
+    compute_amplification(&mut m);
     forms(&mut m);
     m.control("everything");
     eprintln!(
