@@ -31,6 +31,10 @@ pub trait Backend {
     /// Admits waiting windows and advances every active row by one token. Failures
     /// of a batch come back as `JobEvent::Failed` for the jobs in it.
     fn step(&mut self) -> StepReport;
+    /// Forgets every job and its rows, keeping the weights. The worker calls it after
+    /// a panic inside the backend: the jobs' state is unknown then, the weights are
+    /// read-only and safe to keep.
+    fn reset(&mut self);
     fn is_idle(&self) -> bool;
     /// Windows waiting for a decoder row.
     fn waiting_windows(&self) -> usize;
@@ -79,7 +83,7 @@ impl Backend for WhisperBackend {
             Err(e) => {
                 tracing::error!(error = %e, "scheduler step failed; failing its jobs");
                 let ids = self.scheduler.job_ids();
-                self.scheduler = Scheduler::new(self.scheduler.max_rows());
+                self.reset();
                 StepReport {
                     events: ids
                         .into_iter()
@@ -93,6 +97,10 @@ impl Backend for WhisperBackend {
                 }
             }
         }
+    }
+
+    fn reset(&mut self) {
+        self.scheduler = Scheduler::new(self.scheduler.max_rows());
     }
 
     fn is_idle(&self) -> bool {

@@ -152,6 +152,9 @@ struct Shared {
     /// Set when the drain deadline passes: the worker fails what is left and exits,
     /// and the replies still awaited answer at once.
     aborted: watch::Sender<bool>,
+    /// Set when the worker thread ends without an abort (a panic outside the guards
+    /// around the backend): the engine can no longer answer anything.
+    died: watch::Sender<bool>,
     in_flight: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
 }
@@ -182,6 +185,7 @@ impl Engine {
             healthy: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             aborted: watch::Sender::new(false),
+            died: watch::Sender::new(false),
             in_flight: Arc::new(AtomicUsize::new(0)),
             metrics,
         });
@@ -212,6 +216,20 @@ impl Engine {
     /// Serving: the worker runs and the engine is not draining.
     pub fn is_healthy(&self) -> bool {
         self.shared.healthy.load(Ordering::SeqCst) && !self.shared.draining.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when the worker thread has ended without being stopped: every job
+    /// fails from then on, so the process should exit and let its supervisor restart
+    /// it. Never resolves after [`Engine::abort`] or [`Engine::stop`].
+    pub fn worker_died(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut died = self.shared.died.subscribe();
+        async move {
+            // The sender lives in `Shared`, which this future does not keep: a closed
+            // channel means the engine itself is gone, which is no death to report.
+            if died.wait_for(|d| *d).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -285,7 +303,11 @@ impl Engine {
             std::thread::sleep(Duration::from_millis(10));
         }
         match worker.take_if(|h| h.is_finished()) {
-            Some(handle) => handle.join().is_ok(),
+            // A worker that died of a panic has stopped too (the panic was logged).
+            Some(handle) => {
+                let _ = handle.join();
+                true
+            }
             None => worker.is_none(),
         }
     }

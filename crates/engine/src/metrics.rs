@@ -46,6 +46,9 @@ pub struct Metrics {
     /// `concurrency` for its own limit.
     pub rejections: IntCounterVec,
     pub worker_healthy: IntGauge,
+    /// Panics the worker caught in a backend call, by call (`submit`, `step`,
+    /// `cancel`, `deliver`); the jobs they hit failed with 500.
+    pub worker_panics: IntCounterVec,
     pub models_loaded: IntGauge,
     pub model_loads: IntCounterVec,
     pub mlx_active_memory: IntGauge,
@@ -157,6 +160,11 @@ impl Metrics {
             worker_healthy: r.gauge(
                 "steno_worker_healthy",
                 "1 while the MLX worker serves, 0 while loading, draining or dead",
+            ),
+            worker_panics: r.counter_vec(
+                "steno_worker_panics_total",
+                "Panics caught on the worker in a backend call, by call; the jobs hit got 500",
+                &["call"],
             ),
             models_loaded: r.gauge("steno_models_loaded", "Models resident on the worker"),
             model_loads: r.counter_vec(

@@ -19,6 +19,8 @@ pub struct Log {
     pub steps: Vec<Vec<JobId>>,
     pub cancelled: Vec<JobId>,
     pub loads: Vec<String>,
+    /// Times a backend was reset after a panic.
+    pub resets: usize,
 }
 
 /// How the scripted backends behave.
@@ -42,14 +44,43 @@ impl Default for Script {
     }
 }
 
+/// A job whose first sample is this makes [`Backend::submit`] panic.
+pub const PANIC_IN_SUBMIT: f32 = 2.0;
+/// A job whose first sample is this makes the first step it is in panic.
+pub const PANIC_IN_STEP: f32 = 3.0;
+/// A job whose first sample is this makes [`Backend::is_idle`] panic (from the round
+/// after its submission), a call the worker does not guard: the worker thread dies.
+pub const KILL_THE_WORKER: f32 = 4.0;
+
+/// What a scripted job does, from its first sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fate {
+    Finish,
+    /// Its batch fails (`JobEvent::Failed`): a negative first sample.
+    FailBatch,
+    PanicInStep,
+    KillTheWorker,
+}
+
+impl Fate {
+    fn of(samples: &[f32]) -> Self {
+        match samples.first() {
+            Some(&s) if s < 0.0 => Fate::FailBatch,
+            Some(&PANIC_IN_STEP) => Fate::PanicInStep,
+            Some(&KILL_THE_WORKER) => Fate::KillTheWorker,
+            _ => Fate::Finish,
+        }
+    }
+}
+
 /// One row per job; a job needs `samples.len() / samples_per_step` steps; a job
-/// whose first sample is negative makes the batch it is in fail; the language `xx`
-/// is refused at submission.
+/// whose first sample is negative makes the batch it is in fail, and the samples
+/// [`PANIC_IN_SUBMIT`], [`PANIC_IN_STEP`] and [`KILL_THE_WORKER`] panic; the
+/// language `xx` is refused at submission.
 pub struct Scripted {
     script: Script,
-    /// Jobs in arrival order with the steps each still needs and whether it poisons
-    /// its batch.
-    jobs: Vec<(JobId, usize, bool)>,
+    /// Jobs in arrival order with the steps each still needs and its fate.
+    jobs: Vec<(JobId, usize, Fate)>,
     log: Arc<Mutex<Log>>,
 }
 
@@ -104,7 +135,9 @@ impl Backend for Scripted {
         if let Some(language @ "xx") = options.language.as_deref() {
             return Err(WhisperError::UnsupportedLanguage(language.into()));
         }
-        let poison = samples.first().is_some_and(|&s| s < 0.0);
+        if samples.first() == Some(&PANIC_IN_SUBMIT) {
+            panic!("scripted panic in submit");
+        }
         let steps = (samples.len() / self.script.samples_per_step.max(1)).max(1);
         self.jobs.push((id, steps, Fate::of(&samples)));
         Ok(())
@@ -121,7 +154,11 @@ impl Backend for Scripted {
         let batch: Vec<JobId> = self.jobs[..rows].iter().map(|(id, _, _)| *id).collect();
         lock(&self.log).steps.push(batch.clone());
         let mut events = Vec::new();
-        if self.jobs[..rows].iter().any(|(_, _, poison)| *poison) {
+        let fates: Vec<Fate> = self.jobs[..rows].iter().map(|(_, _, f)| *f).collect();
+        if fates.contains(&Fate::PanicInStep) {
+            panic!("scripted panic in step");
+        }
+        if fates.contains(&Fate::FailBatch) {
             for id in &batch {
                 let error = WhisperError::Mlx("scripted failure".into());
                 events.push((*id, JobEvent::Failed(error)));
@@ -149,7 +186,15 @@ impl Backend for Scripted {
         }
     }
 
+    fn reset(&mut self) {
+        self.jobs.clear();
+        lock(&self.log).resets += 1;
+    }
+
     fn is_idle(&self) -> bool {
+        if self.jobs.iter().any(|(_, _, f)| *f == Fate::KillTheWorker) {
+            panic!("scripted panic outside the worker's guards");
+        }
         self.jobs.is_empty()
     }
 

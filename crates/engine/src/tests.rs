@@ -338,6 +338,11 @@ fn a_draining_engine_finishes_admitted_work_and_refuses_new_jobs() {
 fn stop_fails_what_is_left() {
     let h = start(EngineConfig::default(), 8, Duration::from_millis(5));
     let endless = h.engine.submit(request("default", 1_000_000)).unwrap();
+    // Stopped once it runs (a job still queued is refused, not cancelled).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.log.lock().unwrap().steps.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let started = Instant::now();
     assert!(h.engine.stop(Duration::from_secs(10)));
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -395,4 +400,101 @@ fn the_queue_gauges_split_jobs_from_windows() {
     assert_eq!(metrics.queue_depth.get(), 2, "the old gauge is their sum");
     assert_eq!(metrics.jobs_in_flight.get(), 3);
     drop(receivers);
+}
+
+/// `request` whose first sample scripts the backend (see [`testing::PANIC_IN_STEP`]).
+fn scripted(steps: usize, first_sample: f32) -> Request {
+    let mut request = request("default", steps);
+    request.samples[0] = first_sample;
+    request
+}
+
+/// Runs `future` on a runtime of its own for at most `within`: whether it resolved.
+fn resolves_within(future: impl std::future::Future<Output = ()>, within: Duration) -> bool {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime")
+        .block_on(async { tokio::time::timeout(within, future).await.is_ok() })
+}
+
+#[test]
+fn a_panic_in_a_step_fails_that_models_jobs_and_the_worker_goes_on() {
+    let h = start(EngineConfig::default(), 8, Duration::from_millis(2));
+    let mate = h.engine.submit(request("default", 10_000)).unwrap();
+    let panicking = h
+        .engine
+        .submit(scripted(5, testing::PANIC_IN_STEP))
+        .unwrap();
+    // Its rows are in an unknown state after the panic: the batch mate fails too.
+    assert!(matches!(wait(panicking), Err(EngineError::Internal(_))));
+    assert!(matches!(wait(mate), Err(EngineError::Internal(_))));
+    assert!(wait(h.engine.submit(request("default", 3)).unwrap()).is_ok());
+    let panics = &h.engine.metrics().worker_panics;
+    assert_eq!(panics.with_label_values(&["step"]).get(), 1);
+    assert_eq!(
+        h.log.lock().unwrap().resets,
+        1,
+        "the backend forgot its jobs"
+    );
+    assert!(h.engine.is_healthy());
+    assert!(!resolves_within(
+        h.engine.worker_died(),
+        Duration::from_millis(50)
+    ));
+}
+
+#[test]
+fn a_panic_in_submit_fails_only_that_job() {
+    let h = start(EngineConfig::default(), 8, Duration::from_millis(2));
+    let running = h.engine.submit(request("default", 50)).unwrap();
+    let panicking = h
+        .engine
+        .submit(scripted(5, testing::PANIC_IN_SUBMIT))
+        .unwrap();
+    assert!(matches!(wait(panicking), Err(EngineError::Internal(_))));
+    assert!(
+        wait(running).is_ok(),
+        "the job already running is untouched"
+    );
+    assert!(wait(h.engine.submit(request("default", 3)).unwrap()).is_ok());
+    let panics = &h.engine.metrics().worker_panics;
+    assert_eq!(panics.with_label_values(&["submit"]).get(), 1);
+    assert_eq!(h.log.lock().unwrap().resets, 0);
+}
+
+#[test]
+fn a_dead_worker_turns_unhealthy_and_says_so() {
+    let h = start(EngineConfig::default(), 8, Duration::from_millis(2));
+    assert!(h.engine.is_healthy());
+    let killer = h
+        .engine
+        .submit(scripted(5, testing::KILL_THE_WORKER))
+        .unwrap();
+    assert!(
+        resolves_within(h.engine.worker_died(), Duration::from_secs(5)),
+        "the death is reported"
+    );
+    assert!(!h.engine.is_healthy());
+    assert_eq!(h.engine.metrics().worker_healthy.get(), 0);
+    assert!(matches!(wait(killer), Err(EngineError::Unavailable)));
+    assert!(matches!(
+        h.engine.submit(request("default", 1)),
+        Err(EngineError::Unavailable)
+    ));
+    assert!(
+        h.engine.stop(Duration::from_secs(1)),
+        "a dead worker has stopped"
+    );
+}
+
+#[test]
+fn a_stopped_worker_is_not_reported_dead() {
+    let h = start(EngineConfig::default(), 8, Duration::from_millis(2));
+    assert!(h.engine.stop(Duration::from_secs(5)));
+    assert!(!h.engine.is_healthy());
+    assert!(!resolves_within(
+        h.engine.worker_died(),
+        Duration::from_millis(100)
+    ));
 }

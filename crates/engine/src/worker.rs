@@ -1,7 +1,9 @@
 //! The loop on the `steno-mlx` thread: intake, cancellation, one batched step per
 //! busy model, replies, model residency.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -57,6 +59,7 @@ pub(crate) fn run(
     shared: Arc<Shared>,
     ready: Sender<Result<(), LoadError>>,
 ) {
+    let _exit = Exit(shared.clone());
     let mut worker = Worker {
         config,
         loader,
@@ -74,7 +77,30 @@ pub(crate) fn run(
     worker.set_healthy(true);
     let _ = ready.send(Ok(()));
     worker.serve(&receiver);
-    worker.set_healthy(false);
+}
+
+/// Runs when the worker thread leaves [`run`], returning or unwinding: the engine is
+/// unhealthy from then on, and a worker that was not told to stop has died.
+struct Exit(Arc<Shared>);
+
+impl Drop for Exit {
+    fn drop(&mut self) {
+        self.0.healthy.store(false, Ordering::SeqCst);
+        self.0.metrics.worker_healthy.set(0);
+        if !*self.0.aborted.borrow() {
+            tracing::error!("the worker thread ended unexpectedly; the engine is unavailable");
+            self.0.died.send_replace(true);
+        }
+    }
+}
+
+/// The text of a caught panic, for the log.
+fn panic_text(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }
 
 impl Worker {
@@ -121,6 +147,12 @@ impl Worker {
             .metrics
             .queue_duration
             .observe(job.admitted.elapsed().as_secs_f64());
+        if job.reply.is_closed() {
+            // Its client left while it queued: its samples are freed here, not held
+            // (or a model loaded) for a transcript nobody reads.
+            self.count_cancellation("client_gone");
+            return;
+        }
         let model = job.request.model.clone();
         if let Err(e) = self.ensure_loaded(&model) {
             tracing::error!(model, error = %e, "loading a model failed");
@@ -162,12 +194,6 @@ impl Worker {
                         model,
                         started: Instant::now(),
                         audio_seconds,
-        if job.reply.is_closed() {
-            // Its client left while it queued: its samples are freed here, not held
-            // (or a model loaded) for a transcript nobody reads.
-            self.count_cancellation("client_gone");
-            return;
-        }
                         streamed: 0,
                     },
                 );
@@ -243,11 +269,65 @@ impl Worker {
                 continue;
             };
             model.last_used = Instant::now();
-            let report = model.backend.step();
+            let report = match catch_unwind(AssertUnwindSafe(|| model.backend.step())) {
+                Ok(report) => report,
+                Err(panic) => {
+                    self.count_panic("step", &*panic);
+                    self.reset_model(&model_id);
+                    continue;
+                }
+            };
             self.record_step(&report);
             for (id, event) in report.events {
-                self.deliver(&model_id, id, event);
+                let delivered =
+                    catch_unwind(AssertUnwindSafe(|| self.deliver(&model_id, id, event)));
+                if let Err(panic) = delivered {
+                    // The job left `self.jobs` before its answer was built; dropping
+                    // its reply during the unwind answered it 503.
+                    self.count_panic("deliver", &*panic);
+                }
             }
+        }
+    }
+
+    /// Logs and counts a panic caught in a backend call.
+    fn count_panic(&self, call: &str, payload: &(dyn Any + Send)) {
+        tracing::error!(
+            call,
+            panic = panic_text(payload),
+            "the model panicked; failing the jobs it held"
+        );
+        self.shared
+            .metrics
+            .worker_panics
+            .with_label_values(&[call])
+            .inc();
+    }
+
+    /// After a panic inside `model_id`'s backend: its jobs' rows are in an unknown
+    /// state, so every job of that model fails (500) and the backend forgets them.
+    /// A backend that cannot even reset is unloaded (it loads again on next use).
+    fn reset_model(&mut self, model_id: &str) {
+        let ids: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, r)| r.model == model_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(running) = self.jobs.remove(&id) {
+                let _ = running.job.reply.send(Err(internal()));
+            }
+        }
+        let Some(model) = self.models.get_mut(model_id) else {
+            return;
+        };
+        if catch_unwind(AssertUnwindSafe(|| model.backend.reset())).is_err() {
+            tracing::error!(
+                model = model_id,
+                "resetting the model panicked; unloading it"
+            );
+            self.models.remove(model_id);
         }
     }
 
@@ -295,9 +375,7 @@ impl Worker {
                 let span = running.job.request.span.clone();
                 let _entered = span.enter();
                 tracing::error!(job = id, error = %e, "job failed");
-                let _ = running.job.reply.send(Err(EngineError::Internal(
-                    "the model failed on this request".into(),
-                )));
+                let _ = running.job.reply.send(Err(internal()));
             }
         }
     }
@@ -314,8 +392,15 @@ impl Worker {
     /// Frees a job's rows in its model and counts why it stopped.
     fn stop(&mut self, id: JobId, running: &Running, reason: &str) {
         if let Some(model) = self.models.get_mut(&running.model) {
-            model.backend.cancel(id);
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| model.backend.cancel(id))) {
+                self.count_panic("cancel", &*panic);
+                self.reset_model(&running.model);
+            }
         }
+        self.count_cancellation(reason);
+    }
+
+    fn count_cancellation(&self, reason: &str) {
         self.shared
             .metrics
             .cancellations
@@ -397,10 +482,6 @@ impl Worker {
         let default = &self.config.default_model;
         self.models.retain(|id, m| {
             let keep = id == default || !m.backend.is_idle() || m.last_used.elapsed() < ttl;
-        self.count_cancellation(reason);
-    }
-
-    fn count_cancellation(&self, reason: &str) {
             if !keep {
                 tracing::info!(model = id, "unloading an idle model");
             }
@@ -431,6 +512,11 @@ impl Worker {
         metrics.mlx_peak_memory.set(memory.peak_bytes as i64);
         metrics.mlx_cache_memory.set(memory.cache_bytes as i64);
     }
+}
+
+/// What a job hit by a model failure is answered (500; the detail is in the log).
+fn internal() -> EngineError {
+    EngineError::Internal("the model failed on this request".into())
 }
 
 /// Answers a finished job: the segments not streamed yet, its log-probabilities

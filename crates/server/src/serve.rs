@@ -91,9 +91,15 @@ where
 {
     let drain = Duration::from_secs(state.config.server.drain_seconds);
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
+    // A dead worker stops the server like a signal, and makes this return an error.
+    let worker_died = state.engine.worker_died();
+    let died = tokio::spawn(async move {
+        let died = tokio::select! {
+            () = shutdown => false,
+            () = worker_died => true,
+        };
         let _ = stop.send(true);
+        died
     });
     let graceful = Drain {
         engine: state.engine.clone(),
@@ -113,13 +119,19 @@ where
         signalled(stopped).await;
         tokio::time::sleep(drain + HARD_STOP_AFTER_DRAIN).await;
     };
-    tokio::select! {
+    let served = tokio::select! {
         result = server => result,
         () = hard_stop => {
             tracing::warn!("drain deadline passed; closing what is left");
             Ok(())
         }
+    };
+    if died.is_finished() && died.await.unwrap_or(false) {
+        return Err(std::io::Error::other(
+            "the worker thread died; exiting so that the supervisor restarts the server",
+        ));
     }
+    served
 }
 
 /// What bounds the connections.

@@ -21,6 +21,8 @@ const SCRIPT: Script = Script {
 struct Running {
     address: SocketAddr,
     engine: Engine,
+    /// The served state, for requests straight to the router.
+    state: AppState,
     stop: oneshot::Sender<()>,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -41,12 +43,13 @@ async fn start(drain_seconds: u64, script: Script) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(serve(listener, state, async {
+    let served = tokio::spawn(serve(listener, state.clone(), async {
         let _ = stopped.await;
     }));
     Running {
         address,
         engine,
+        state,
         stop,
         served,
     }
@@ -191,5 +194,45 @@ async fn the_drain_deadline_answers_what_is_left_with_503() {
             .get(),
         1,
         "the worker dropped the job's rows"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_worker_turns_health_503_and_serve_fails() {
+    use tower::ServiceExt;
+    let server = start(10, SCRIPT).await;
+    assert_eq!(get(server.address, "/health").await.0, 200);
+    let killer = steno_engine::Request {
+        model: server.state.config.models.model_id.clone(),
+        samples: vec![testing::KILL_THE_WORKER],
+        options: Default::default(),
+        logprobs: false,
+        deadline: None,
+        deltas: None,
+        span: tracing::Span::none(),
+    };
+    let reply = server.engine.submit(killer).unwrap();
+    let served = tokio::time::timeout(Duration::from_secs(5), server.served)
+        .await
+        .expect("the server stops by itself")
+        .unwrap();
+    assert!(served.is_err(), "serve reports the death: {served:?}");
+    assert!(matches!(
+        reply.recv().await,
+        Err(steno_engine::EngineError::Unavailable)
+    ));
+    // The router of a server whose worker is dead: /health is 503.
+    let health = app(server.state)
+        .oneshot(
+            axum::http::Request::get("/health")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    assert!(
+        server.engine.stop(WORKER_STOP_GRACE),
+        "a dead worker has stopped"
     );
 }
