@@ -221,8 +221,14 @@ impl Drop for Server {
 /// so only `extra` and `env` configure the server.
 fn serve_command(model: &Path, extra: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(cli::steno_binary());
+    command.arg("serve");
+    // Loopback, unless a test names another host: only to check that the start is
+    // refused, since a server there would be open to the network.
+    if !extra.contains(&"--host") {
+        command.args(["--host", "127.0.0.1"]);
+    }
     command
-        .args(["serve", "--host", "127.0.0.1", "--port", "0", "--model"])
+        .args(["--port", "0", "--model"])
         .arg(model)
         .args(extra)
         .stdin(Stdio::null())

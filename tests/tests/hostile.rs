@@ -234,6 +234,19 @@ fn peak_rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Resets `VmHWM` to the current resident set (Linux: 5 to /proc/PID/clear_refs).
+fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// `VmRSS` (resident set now) of a process, where /proc has it.
+fn rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// A deterministic xorshift byte stream.
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;
@@ -749,6 +762,88 @@ fn multipart(boundary: &str, parts: &[Part]) -> Vec<u8> {
     body
 }
 
+/// Time to the 400 for a 26 MB list field, and growth of the server's peak memory.
+const HUGE_FIELD_LIMIT: Duration = Duration::from_secs(1);
+const HUGE_FIELD_MAX_GROWTH: u64 = 50 << 20;
+
+/// Text fields are capped (64 KiB) as they stream in, list fields in item count; client
+/// request ids are kept only when safe to log. First of the groups: the peak-memory
+/// bound is measured from a server that has seen only the start-up control.
+fn field_caps(m: &mut Matrix) {
+    let jfk = assets::jfk().path;
+    // ~8.7 million empty strings: parsed, hundreds of MB; the server reads 64 KiB of it.
+    let list = format!("[\"\"{}]", ",\"\"".repeat(26_000_000 / 3));
+    let list_path = m.write("granularities.json", list.as_bytes());
+    let pid = m.server.pid();
+    let before = rss(pid).expect("VmRSS of the server");
+    let reset = reset_peak_rss(pid);
+    let request = Request::post(m.server.url(TRANSCRIPTIONS))
+        .arg("-F")
+        .arg(format!(
+            "timestamp_granularities=<{}",
+            list_path.to_str().unwrap()
+        ))
+        .file("file", &jfk)
+        .field("model", "whisper-1");
+    let response = request.max_time(CASE_LIMIT).send();
+    let growth = peak_rss(pid).unwrap_or(0).saturating_sub(before);
+    eprintln!(
+        "26 MB timestamp_granularities: {} in {:?}, peak RSS +{} MiB (peak reset: {reset})",
+        response.status,
+        response.elapsed,
+        growth >> 20
+    );
+    if let Err(e) = check(
+        &response,
+        Expect::Error(400, Some("timestamp_granularities")),
+    ) {
+        m.failures.push(format!("26 MB list field: {e}"));
+    }
+    if response.elapsed > HUGE_FIELD_LIMIT {
+        m.failures.push(format!(
+            "26 MB list field: 400 after {:?}",
+            response.elapsed
+        ));
+    }
+    if reset && growth > HUGE_FIELD_MAX_GROWTH {
+        m.failures
+            .push(format!("26 MB list field: peak RSS +{} MiB", growth >> 20));
+    }
+    let many = format!("[{}]", vec!["\"word\""; 9].join(","));
+    let request = m
+        .server
+        .transcription(&jfk)
+        .field("timestamp_granularities", &many);
+    m.case(
+        "9 timestamp granularities",
+        request,
+        Expect::Error(400, Some("timestamp_granularities")),
+    );
+    request_ids(m);
+}
+
+/// A client's `x-request-id` comes back (and is logged) only if it is 1 to 128 of
+/// `[A-Za-z0-9._-]`; otherwise the request gets a fresh one.
+fn request_ids(m: &mut Matrix) {
+    let good = "Good-id_1.2";
+    let long = "a".repeat(200);
+    for sent in [good, "two words", "a=b", "x\" level=ERROR", long.as_str()] {
+        let response = Request::get(m.server.url("/health"))
+            .header(&format!("x-request-id: {sent}"))
+            .send();
+        let got = response.header("x-request-id").unwrap_or_default();
+        let safe = (1..=128).contains(&got.len())
+            && got
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c));
+        let kept = got == sent;
+        if !safe || kept != (sent == good) {
+            m.failures
+                .push(format!("x-request-id {sent:?} came back as {got:?}"));
+        }
+    }
+}
+
 fn forms(m: &mut Matrix) {
     let jfk = assets::jfk().path;
     let jfk_bytes = std::fs::read(&jfk).unwrap();
@@ -840,7 +935,7 @@ fn forms(m: &mut Matrix) {
     m.case(
         "a 1 MB model name",
         request,
-        Expect::Error(404, Some("model")),
+        Expect::Error(400, Some("model")),
     );
     for field in ["language", "temperature"] {
         let request = m.server.transcription(&jfk).arg("-F").arg(from_file(field));
@@ -932,6 +1027,7 @@ fn hostile_inputs_are_refused_and_the_server_survives() {
     let started = std::time::Instant::now();
     let mut m = Matrix::new();
     m.control("start-up");
+    field_caps(&mut m);
     containers(&mut m);
     wav_headers(&mut m);
     lying_and_bombs(&mut m);

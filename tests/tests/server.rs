@@ -837,6 +837,64 @@ fn api_keys_guard_the_api_but_not_health() {
     let response = server.transcription(&jfk.path).bearer("sk-b").send();
     response.expect_status(200);
     assert_jfk_text(string(&response.json(), "text"), "authorized transcription");
+    a_refused_upload_is_not_read(&server);
+}
+
+/// A refused client's upload is not waited for: the client declares 20 MB and sends
+/// none of it, yet gets its 401 with `Connection: close` within 5 s (the server gives a
+/// refused upload 1 s and 1 MiB), and the server closes the connection (it used to wait
+/// 10 s for the body, to discard up to the upload limit).
+fn a_refused_upload_is_not_read(server: &Server) {
+    use std::io::Read;
+    use steno_e2e::rawhttp::{Multipart, RawRequest};
+    let form =
+        Multipart::new()
+            .field("model", "whisper-1")
+            .file("file", "big.wav", &vec![0; 20 << 20]);
+    let request = RawRequest::post_form(TRANSCRIPTIONS, form)
+        .header("Authorization", "Bearer sk-wrong")
+        .without_expect();
+    let mut stream = request
+        .send_partial(server.address(), 0)
+        .expect("send the head");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reply = Vec::new();
+    stream
+        .read_to_end(&mut reply)
+        .expect("the 401 and the connection's end within 5 s");
+    let reply = String::from_utf8_lossy(&reply).to_ascii_lowercase();
+    assert!(reply.starts_with("http/1.1 401"), "{reply}");
+    assert!(reply.contains("\r\nconnection: close\r\n"), "{reply}");
+}
+
+/// Secure by default: no API keys on a non-loopback address is refused at start, with
+/// a message that names the keys to set. (The opt-out,
+/// `server.allow_unauthenticated`, is unit-tested: a server that starts there is open
+/// to the network.)
+#[test]
+fn no_keys_on_the_network_is_refused_at_start() {
+    let model = assets::model_dir(assets::TINY_EN);
+    let exited = steno_e2e::server::serve_until_exit(
+        &model,
+        &["--host", "0.0.0.0"],
+        Duration::from_secs(30),
+    );
+    let status = exited.status.expect("steno serve exits by itself");
+    assert!(!status.success(), "{status:?}:\n{}", exited.stderr);
+    for key in ["server.api_keys", "server.allow_unauthenticated"] {
+        assert!(
+            exited.stderr.contains(key),
+            "no {key} in:\n{}",
+            exited.stderr
+        );
+    }
+    assert!(
+        !exited.stderr.contains("listening"),
+        "it listened:\n{}",
+        exited.stderr
+    );
 }
 
 #[test]

@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub host: String,
     pub port: u16,
     pub api_keys: Vec<String>,
+    /// Serve a non-loopback host without API keys ([`ServerConfig::check_exposure`]).
+    pub allow_unauthenticated: bool,
     pub public_health: bool,
     pub log_format: LogFormat,
     pub max_concurrent_requests: usize,
@@ -102,6 +104,12 @@ pub enum ConfigError {
     Parse { origin: String, message: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    #[error(
+        "refusing to serve {host} without API keys: set server.api_keys (STENO_API_KEYS, \
+         --api-key), listen on a loopback address (server.host = \"127.0.0.1\"), or set \
+         server.allow_unauthenticated = true to serve the network without authentication"
+    )]
+    Unauthenticated { host: String },
 }
 
 /// A `section.key = value` override from the environment or a flag.
@@ -160,6 +168,11 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let fail = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if let Some(key) = self.non_finite_key() {
+            return Err(ConfigError::Invalid(format!(
+                "{key} must be a finite number"
+            )));
+        }
         if self.engine.max_batch_rows == 0 {
             return fail("engine.max_batch_rows must be at least 1");
         }
@@ -205,6 +218,22 @@ impl Config {
         Ok(())
     }
 
+    /// The first number key (`section.key`) holding NaN or an infinity (TOML's `nan`,
+    /// `inf`, or the same through `STENO_*`), which would otherwise pass the range checks
+    /// and panic later (`Duration::from_secs_f64`). Every float key, present or future,
+    /// is checked.
+    fn non_finite_key(&self) -> Option<String> {
+        let toml::Value::Table(sections) = toml::Value::try_from(self).ok()? else {
+            return None;
+        };
+        sections.iter().find_map(|(section, keys)| {
+            let keys = keys.as_table()?;
+            keys.iter()
+                .find(|(_, v)| v.as_float().is_some_and(|f| !f.is_finite()))
+                .map(|(key, _)| format!("{section}.{key}"))
+        })
+    }
+
     /// The effective configuration as TOML, API keys redacted, for the start-up log.
     pub fn redacted(&self) -> String {
         let mut shown = self.clone();
@@ -245,6 +274,34 @@ impl Config {
             self.models.extra.get(id).map(String::as_str)
         }
     }
+}
+
+impl ServerConfig {
+    /// Refuses a non-loopback `host` with no API keys unless `allow_unauthenticated`:
+    /// secure by default, a server is never opened to the network without
+    /// authentication by mistake.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.api_keys.is_empty() && !self.allow_unauthenticated && !is_loopback(&self.host) {
+            return Err(ConfigError::Unauthenticated {
+                host: self.host.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// 127.0.0.0/8, ::1 (also as `[::1]` or IPv4-mapped) and `localhost`. Any other name
+/// counts as the network: what it resolves to is not known here.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim();
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 /// The embedded defaults, with the upload limit from the audio crate (the one
@@ -647,5 +704,113 @@ mod tests {
         )];
         let config = Config::load(None, env(&[]), flags).unwrap();
         assert_eq!(config.models.model_id, DEFAULT_MODEL_ID);
+    }
+
+    #[test]
+    fn every_float_key_must_be_finite() {
+        let config = Config::load(None, env(&[]), vec![]).unwrap();
+        let toml::Value::Table(defaults) = toml::Value::try_from(&config).unwrap() else {
+            panic!("a configuration is a table");
+        };
+        let float_keys: Vec<(String, String)> = defaults
+            .iter()
+            .filter_map(|(section, keys)| Some((section, keys.as_table()?)))
+            .flat_map(|(section, keys)| {
+                keys.iter()
+                    .filter(|(_, v)| v.is_float())
+                    .map(move |(key, _)| (section.clone(), key.clone()))
+            })
+            .collect();
+        assert!(float_keys.len() >= 3, "{float_keys:?}");
+        for (section, key) in &float_keys {
+            let name = format!("{section}.{key}");
+            for raw in ["nan", "inf", "-inf", "NaN", "infinity"] {
+                let variable = format!("STENO_{}", key.to_uppercase());
+                let e = Config::load(None, env(&[(&variable, raw)]), vec![]).unwrap_err();
+                assert!(e.to_string().contains(&name), "{variable}={raw}: {e}");
+            }
+            let flag = vec![(name.clone(), toml::Value::Float(f64::NAN))];
+            let e = Config::load(None, env(&[]), flag).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("invalid configuration: {name} must be a finite number")
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("steno.toml");
+        std::fs::write(&file, "[limits]\nrequest_timeout_seconds = nan\n").unwrap();
+        let e = Config::load(Some(&file), env(&[]), vec![]).unwrap_err();
+        assert!(
+            e.to_string().contains("limits.request_timeout_seconds"),
+            "{e}"
+        );
+        std::fs::write(&file, "[limits]\nmax_audio_seconds = inf\n").unwrap();
+        let e = Config::load(Some(&file), env(&[]), vec![]).unwrap_err();
+        assert!(e.to_string().contains("limits.max_audio_seconds"), "{e}");
+    }
+
+    #[test]
+    fn the_network_needs_keys_or_an_explicit_opt_out() {
+        let server = |host: &str, keys: &[&str], allow: bool| {
+            let flags = vec![
+                ("server.host".to_string(), toml::Value::String(host.into())),
+                (
+                    "server.allow_unauthenticated".to_string(),
+                    toml::Value::Boolean(allow),
+                ),
+            ];
+            let keys = keys.join(",");
+            let pairs = [("STENO_API_KEYS", keys.as_str())];
+            Config::load(None, env(&pairs), flags).unwrap().server
+        };
+        let loopback = [
+            "127.0.0.1",
+            "127.8.9.10",
+            "::1",
+            "[::1]",
+            "localhost",
+            "LocalHost",
+            "::ffff:127.0.0.1",
+        ];
+        for host in loopback {
+            assert!(server(host, &[], false).check_exposure().is_ok(), "{host}");
+        }
+        for host in [
+            "0.0.0.0",
+            "::",
+            "192.168.1.2",
+            "10.0.0.1",
+            "steno.example.com",
+            "localhost.evil.com",
+            "",
+        ] {
+            let e = server(host, &[], false).check_exposure().unwrap_err();
+            let message = e.to_string();
+            assert!(
+                message.contains("server.allow_unauthenticated")
+                    && message.contains("server.api_keys"),
+                "{host}: {message}"
+            );
+            assert!(
+                server(host, &["sk-a"], false).check_exposure().is_ok(),
+                "{host} with a key"
+            );
+            assert!(
+                server(host, &[], true).check_exposure().is_ok(),
+                "{host} allowed"
+            );
+        }
+        let defaults = Config::load(None, env(&[]), vec![]).unwrap().server;
+        assert!(!defaults.allow_unauthenticated, "secure by default");
+        assert!(
+            defaults.check_exposure().is_ok(),
+            "the default host is loopback"
+        );
+        let from_env = Config::load(
+            None,
+            env(&[("STENO_ALLOW_UNAUTHENTICATED", "true")]),
+            vec![],
+        );
+        assert!(from_env.unwrap().server.allow_unauthenticated);
     }
 }

@@ -1,6 +1,8 @@
 //! Reads OpenAI's multipart form for `/v1/audio/{transcriptions,translations}` into
 //! checked values. Numbers and booleans arrive as strings; list fields come as
-//! repeated `name[]` (or `name`) parts; the first invalid field is the error.
+//! repeated `name[]` (or `name`) parts; the first invalid field is the error. Every
+//! part is read chunk by chunk: a text field is refused as soon as it passes
+//! [`MAX_FIELD_BYTES`], the prompt keeps only its end, unknown fields are skipped unread.
 
 use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::Multipart;
@@ -17,6 +19,15 @@ const DEFAULT_PCM_RATE: u32 = 24_000;
 /// ~4 characters a token). Longer prompts are cut to their end before anything tokenizes
 /// them: a 20 MB prompt otherwise held the model's worker thread for most of a minute.
 pub const MAX_PROMPT_CHARS: usize = 4096;
+
+/// Longest value of any other text field, in bytes. OpenAI's values are a few dozen bytes;
+/// a field is read chunk by chunk and refused (400) as soon as it passes this, so a
+/// multi-megabyte field costs no more memory than this.
+pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+
+/// Most items a list field (`timestamp_granularities`, `include`) may hold, over all its
+/// parts: OpenAI's lists have two possible values and one.
+pub const MAX_LIST_ITEMS: usize = 8;
 
 /// Longest client value quoted back in an error message.
 const MAX_ECHO_CHARS: usize = 64;
@@ -93,7 +104,12 @@ pub async fn read(
             fields.file = Some(read_file(&mut field, max_file_bytes).await?);
             continue;
         }
-        let value = field.text().await.map_err(multipart_error)?;
+        let value = match param_of(&name) {
+            Some("prompt") => read_prompt(&mut field).await?,
+            Some(param) => read_text(&mut field, param).await?,
+            // Ignored (see `Fields::accept`): never read, multer skips its bytes.
+            None => continue,
+        };
         fields.accept(&name, value.trim())?;
     }
     fields.finish()
@@ -119,6 +135,9 @@ struct Fields {
     chunked: bool,
     mode: Option<Mode>,
     sample_rate: u32,
+    /// Items of `timestamp_granularities` and of `include` so far, over all parts.
+    granularity_items: usize,
+    include_items: usize,
 }
 
 impl Fields {
@@ -139,6 +158,8 @@ impl Fields {
             chunked: false,
             mode: None,
             sample_rate: DEFAULT_PCM_RATE,
+            granularity_items: 0,
+            include_items: 0,
         }
     }
 
@@ -146,7 +167,10 @@ impl Fields {
     /// `chunking_strategy[...]` tuning knobs) are ignored, as OpenAI does, for forward
     /// compatibility.
     fn accept(&mut self, name: &str, value: &str) -> Result<(), ApiError> {
-        match name {
+        let Some(param) = param_of(name) else {
+            return Ok(());
+        };
+        match param {
             "model" => self.model = Some(value.to_string()).filter(|m| !m.is_empty()),
             // Translation always ends in English: the field means nothing there.
             "language" if self.task == Task::Transcribe && !value.is_empty() => {
@@ -157,23 +181,23 @@ impl Fields {
             }
             "response_format" => self.format = response_format(value)?,
             "temperature" => self.temperature = temperature(value)?,
-            "timestamp_granularities[]" | "timestamp_granularities" => {
+            "timestamp_granularities" => {
                 self.granularities_given = true;
-                for granularity in list_items(value) {
+                for granularity in list_items(value, &mut self.granularity_items, param)? {
                     match timestamp_granularity(&granularity)? {
                         Granularity::Word => self.word_timestamps = true,
                         Granularity::Segment => self.segment_timestamps = true,
                     }
                 }
             }
-            "include[]" | "include" => {
-                for item in list_items(value) {
+            "include" => {
+                for item in list_items(value, &mut self.include_items, param)? {
                     include(&item)?;
                     self.logprobs = true;
                 }
             }
             "stream" => self.stream = parse_bool(value, "stream")?,
-            "chunking_strategy" | "chunking_strategy[type]" => {
+            "chunking_strategy" => {
                 self.chunked = chunking_strategy(value)?;
             }
             "mode" => self.mode = Some(mode(value)?),
@@ -217,6 +241,26 @@ impl Fields {
             sample_rate: self.sample_rate,
         })
     }
+}
+
+/// The field a part's name stands for, as its errors name it (`param`); `None` for the
+/// fields Steno ignores, as OpenAI does, for forward compatibility (among them the
+/// `chunking_strategy[...]` tuning knobs).
+fn param_of(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "model" => "model",
+        "language" => "language",
+        "prompt" => "prompt",
+        "response_format" => "response_format",
+        "temperature" => "temperature",
+        "timestamp_granularities[]" | "timestamp_granularities" => "timestamp_granularities",
+        "include[]" | "include" => "include",
+        "stream" => "stream",
+        "chunking_strategy" | "chunking_strategy[type]" => "chunking_strategy",
+        "mode" => "mode",
+        "sample_rate" => "sample_rate",
+        _ => return None,
+    })
 }
 
 /// A spoken language Whisper knows (code or English name), kept as given.
@@ -331,20 +375,74 @@ fn sample_rate(value: &str) -> Result<u32, ApiError> {
 async fn read_file(field: &mut Field<'_>, max_bytes: usize) -> Result<Upload, ApiError> {
     let filename = field.file_name().map(str::to_string);
     let content_type = field.content_type().map(str::to_string);
-    let mut bytes = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-        if bytes.len() + chunk.len() > max_bytes {
-            return Err(ApiError::too_large(format!(
-                "The file is larger than the {max_bytes}-byte upload limit."
-            )));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
+    let bytes = read_bounded(field, max_bytes, || {
+        ApiError::too_large(format!(
+            "The file is larger than the {max_bytes}-byte upload limit."
+        ))
+    })
+    .await?;
     Ok(Upload {
         bytes,
         filename,
         content_type,
     })
+}
+
+/// A part's bytes, chunk by chunk; the error from `too_long` as soon as they pass
+/// `max_bytes`, with the rest of the part unread.
+async fn read_bounded(
+    field: &mut Field<'_>,
+    max_bytes: usize,
+    too_long: impl FnOnce() -> ApiError,
+) -> Result<Vec<u8>, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if bytes.len() + chunk.len() > max_bytes {
+            return Err(too_long());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// A text field's value (invalid UTF-8 replaced), at most [`MAX_FIELD_BYTES`].
+async fn read_text(field: &mut Field<'_>, param: &'static str) -> Result<String, ApiError> {
+    let bytes = read_bounded(field, MAX_FIELD_BYTES, || {
+        ApiError::invalid(
+            format!("The {param} field is longer than {MAX_FIELD_BYTES} bytes."),
+            Some(param),
+        )
+    })
+    .await?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The end of the prompt, enough for its last [`MAX_PROMPT_CHARS`] characters: a prompt
+/// of any length is read through, holding no more than a few times that many bytes.
+async fn read_prompt(field: &mut Field<'_>) -> Result<String, ApiError> {
+    // A character takes at most 4 bytes in UTF-8.
+    const KEEP: usize = 4 * MAX_PROMPT_CHARS;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > 2 * KEEP {
+            keep_end(&mut bytes, KEEP);
+        }
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Drops all but the last `keep` bytes of `bytes` (a few more, to start on a
+/// character's first byte).
+fn keep_end(bytes: &mut Vec<u8>, keep: usize) {
+    let mut start = bytes.len().saturating_sub(keep);
+    // UTF-8 continuation bytes are 0b10xxxxxx; a character has at most three.
+    for _ in 0..3 {
+        if start > 0 && bytes.get(start).is_some_and(|b| b & 0xC0 == 0x80) {
+            start -= 1;
+        }
+    }
+    bytes.drain(..start);
 }
 
 fn multipart_error(e: MultipartError) -> ApiError {
@@ -376,14 +474,22 @@ fn tail(value: &str, max: usize) -> &str {
     }
 }
 
-/// A list field's items: one value per part, or a JSON array in one part.
-fn list_items(value: &str) -> Vec<String> {
-    if value.starts_with('[') {
-        if let Ok(items) = serde_json::from_str::<Vec<String>>(value) {
-            return items;
-        }
+/// A list field's items: one value per part, or a JSON array in one part. `seen` counts
+/// the field's items over all its parts; past [`MAX_LIST_ITEMS`], an error on `param`.
+fn list_items(value: &str, seen: &mut usize, param: &'static str) -> Result<Vec<String>, ApiError> {
+    let array = value.starts_with('[');
+    let items = array
+        .then(|| serde_json::from_str::<Vec<String>>(value).ok())
+        .flatten()
+        .unwrap_or_else(|| vec![value.to_string()]);
+    *seen += items.len();
+    if *seen > MAX_LIST_ITEMS {
+        return Err(ApiError::invalid(
+            format!("{param} may hold at most {MAX_LIST_ITEMS} items."),
+            Some(param),
+        ));
     }
-    vec![value.to_string()]
+    Ok(items)
 }
 
 fn parse_bool(value: &str, param: &'static str) -> Result<bool, ApiError> {
@@ -648,6 +754,81 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn text_fields_are_capped_and_the_prompt_keeps_its_end() {
+        let read_one = |name: &'static str, value: String| async move {
+            let mut body = multipart(&[
+                ("file", Some("a.wav"), "RIFF"),
+                ("model", None, "whisper-1"),
+                (name, None, value.as_str()),
+            ])
+            .await;
+            read(&mut body, Task::Transcribe, 100).await
+        };
+        // At the cap the value is read and checked: an unknown model.
+        let at_cap = read_one("model", "x".repeat(MAX_FIELD_BYTES)).await;
+        assert_eq!(at_cap.unwrap_err().status().as_u16(), 404);
+        for (name, param) in [
+            ("model", "model"),
+            ("language", "language"),
+            ("timestamp_granularities[]", "timestamp_granularities"),
+            ("chunking_strategy[type]", "chunking_strategy"),
+        ] {
+            let error = read_one(name, "x".repeat(MAX_FIELD_BYTES + 1))
+                .await
+                .unwrap_err();
+            assert_eq!(error.status().as_u16(), 400, "{name}");
+            assert_eq!(error.body().error.param, Some(param), "{name}");
+        }
+        // Unknown fields of any size are skipped; the prompt is cut to its end.
+        let big = "é".repeat(MAX_FIELD_BYTES);
+        assert!(read_one("user", big.clone()).await.is_ok());
+        let prompt = format!("{big} the end");
+        let form = read_one("prompt", prompt.clone()).await.unwrap();
+        assert_eq!(
+            form.prompt.as_deref(),
+            Some(tail(&prompt, MAX_PROMPT_CHARS))
+        );
+    }
+
+    /// A multipart body whose `name` field never ends: only an incremental reader answers.
+    fn endless_field(name: &str) -> axum::http::Request<axum::body::Body> {
+        let head = format!("--B\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n");
+        // Pending between chunks, as a socket is: multer reads whatever is ready at once.
+        let chunks = futures_util::stream::unfold(Some(head.into_bytes()), |first| async {
+            tokio::task::yield_now().await;
+            let chunk = first.unwrap_or_else(|| vec![b'x'; 16 * 1024]);
+            Some((
+                Ok::<_, std::io::Error>(axum::body::Bytes::from(chunk)),
+                None,
+            ))
+        });
+        axum::http::Request::builder()
+            .method("POST")
+            .header("content-type", "multipart/form-data; boundary=B")
+            .body(axum::body::Body::from_stream(chunks))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_endless_field_is_refused_once_past_the_cap() {
+        use axum::extract::FromRequest;
+        let request = endless_field("timestamp_granularities");
+        let mut body = Multipart::from_request(request, &()).await.unwrap();
+        let refused = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            read(&mut body, Task::Transcribe, 100),
+        )
+        .await
+        .expect("the cap ends the read")
+        .unwrap_err();
+        assert_eq!(refused.body().error.param, Some("timestamp_granularities"));
+        assert_eq!(
+            message(refused),
+            format!("The timestamp_granularities field is longer than {MAX_FIELD_BYTES} bytes.")
+        );
+    }
+
     #[test]
     fn long_values_are_cut() {
         assert_eq!(echo("json"), "json");
@@ -666,8 +847,38 @@ mod tests {
 
     #[test]
     fn list_fields_take_one_value_or_a_json_array() {
-        assert_eq!(list_items("word"), ["word"]);
-        assert_eq!(list_items("[\"word\",\"segment\"]"), ["word", "segment"]);
+        let mut seen = 0;
+        let mut items = |value| list_items(value, &mut seen, "include").unwrap();
+        assert_eq!(items("word"), ["word"]);
+        assert_eq!(items("[\"word\",\"segment\"]"), ["word", "segment"]);
+        assert_eq!(items("[\"word\", 1]"), ["[\"word\", 1]"]);
+        assert_eq!(seen, 4);
+    }
+
+    #[test]
+    fn list_fields_hold_a_handful_of_items() {
+        let array = |n: usize| format!("[{}]", vec!["\"word\""; n].join(","));
+        assert!(fields(&[("timestamp_granularities", &array(MAX_LIST_ITEMS))]).is_ok());
+        assert_eq!(
+            fields(&[("timestamp_granularities", &array(MAX_LIST_ITEMS + 1))]).err(),
+            Some(Some("timestamp_granularities"))
+        );
+        // Counted over all parts of the field, each list on its own.
+        let mut parts = vec![("include[]", "logprobs"); MAX_LIST_ITEMS];
+        parts.push(("timestamp_granularities[]", "word"));
+        assert!(fields(&parts).is_ok());
+        parts.push(("include", "logprobs"));
+        assert_eq!(fields(&parts).err(), Some(Some("include")));
+    }
+
+    #[test]
+    fn keep_end_starts_on_a_character() {
+        let mut bytes = "aé日本".as_bytes().to_vec();
+        keep_end(&mut bytes, 5);
+        assert_eq!(bytes, "日本".as_bytes(), "no half character at the start");
+        let mut bytes = b"abc".to_vec();
+        keep_end(&mut bytes, 5);
+        assert_eq!(bytes, b"abc");
     }
 
     #[test]

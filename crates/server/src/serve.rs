@@ -48,6 +48,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// Serves `config` until SIGTERM or Ctrl-C, then stops gracefully (see the module).
 pub fn run(config: Config) -> anyhow::Result<()> {
+    // Before the model loads: a refused start fails at once.
+    config.server.check_exposure()?;
     let metrics = Arc::new(Metrics::new());
     let engine = Engine::start(
         engine_config(&config),

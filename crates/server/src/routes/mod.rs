@@ -1,8 +1,9 @@
 //! The axum application: one route per file, plus the layers every request
-//! passes (request id, tracing, metrics, authentication, body limit, discarding
-//! unread uploads).
+//! passes (request id, tracing, metrics, authentication, discarding unread uploads,
+//! body limit).
 
 mod audio;
+mod auth;
 mod health;
 mod metrics;
 mod models;
@@ -13,9 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{header, HeaderName};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use steno_engine::Engine;
@@ -28,9 +28,9 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
+pub use auth::ApiKeys;
+use auth::REQUEST_ID;
 pub use openapi::ApiDoc;
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 #[derive(Clone)]
 pub struct AppState {
@@ -46,6 +46,8 @@ pub struct AppState {
     pub decoder: crate::decoder::Decoder,
     /// Every metric `/metrics` renders (the engine's among them).
     pub metrics: Arc<Metrics>,
+    /// `server.api_keys`, hashed once.
+    pub keys: ApiKeys,
 }
 
 impl AppState {
@@ -56,10 +58,11 @@ impl AppState {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        Self {
-            engine,
         let keys = ApiKeys::new(&config.server.api_keys);
         let budget = AudioBudget::new(config.limits.max_audio_bytes_in_flight);
+        Self {
+            engine,
+            keys,
             config: Arc::new(config),
             permits,
             uploads,
@@ -88,11 +91,15 @@ pub fn app(state: AppState) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        // Outside authentication: a 401 must reach a client still uploading too.
+        // Inside authentication: only an authenticated client makes the server read
+        // the rest of an upload it did not need.
         .layer(middleware::from_fn_with_state(
             body_limit,
             unread_body::discard_unread_body,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .layer(
@@ -107,6 +114,7 @@ pub fn app(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::map_request(auth::keep_safe_request_id))
         .with_state(state)
 }
 
@@ -145,41 +153,4 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
         .with_label_values(&[&route])
         .observe(started.elapsed().as_secs_f64());
     response
-}
-
-/// `Authorization: Bearer KEY` when keys are configured; /health and /metrics may
-/// stay open (`server.public_health`), the OpenAPI document always is.
-async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let keys = &state.config.server.api_keys;
-    let path = request.uri().path();
-    let public = path == "/openapi.json"
-        || (state.config.server.public_health && (path == "/health" || path == "/metrics"));
-    if keys.is_empty() || public {
-        return next.run(request).await;
-    }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(key)
-            if keys
-                .iter()
-                .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) =>
-        {
-            next.run(request).await
-        }
-        Some(_) => ApiError::unauthorized("Incorrect API key provided.").into_response(),
-        None => ApiError::unauthorized(
-            "You didn't provide an API key. Send it as `Authorization: Bearer KEY`.",
-        )
-        .into_response(),
-    }
-}
-
-/// Compares keys without leaking how much of a guess matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

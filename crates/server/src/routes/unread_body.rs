@@ -25,6 +25,13 @@ use futures_util::{Stream, StreamExt};
 /// Longest time spent discarding an unread upload; past it the connection is closed.
 pub const DISCARD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a request refused before it was authenticated may cost: at most this much of its
+/// body is discarded, within [`REFUSED_DISCARD_TIMEOUT`]. Enough for a small upload's
+/// client to see its 401 (the official Node SDK with a wrong key sees a reset connection
+/// otherwise), far from the upload limit an authenticated client may send.
+pub const REFUSED_DISCARD_BYTES: usize = 1024 * 1024;
+pub const REFUSED_DISCARD_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// What a dropped body had left.
 struct Leftover {
     stream: BodyDataStream,
@@ -95,9 +102,7 @@ pub async fn discard_unread_body(
     if !has_body || length.is_some_and(|n| n > limit as u64) {
         return next.run(request).await;
     }
-    let expects_continue = headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let expects_continue = expects_continue(headers);
     let slot = Arc::new(Mutex::new(None));
     let tracked_slot = slot.clone();
     let request = request.map(move |body| {
@@ -132,6 +137,29 @@ pub async fn discard_unread_body(
     response
 }
 
+/// Discards the body of a request refused unread (see [`REFUSED_DISCARD_BYTES`]); the
+/// caller then answers with `Connection: close`. A client waiting for `100 Continue`
+/// sends nothing and is not asked to.
+pub async fn discard_refused_body(request: Request) {
+    if expects_continue(request.headers()) {
+        return;
+    }
+    let stream = request.into_body().into_data_stream();
+    let discarded = discard(stream, REFUSED_DISCARD_BYTES);
+    if tokio::time::timeout(REFUSED_DISCARD_TIMEOUT, discarded)
+        .await
+        .is_err()
+    {
+        tracing::debug!("gave up discarding a refused upload");
+    }
+}
+
+fn expects_continue(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 /// Reads and drops up to `budget` bytes; stops at the end, an error or the budget.
 async fn discard(mut stream: BodyDataStream, mut budget: usize) {
     while let Some(Ok(bytes)) = stream.next().await {
@@ -154,6 +182,13 @@ mod tests {
     async fn serve() -> std::net::SocketAddr {
         let app = Router::new()
             .route("/reject", post(|| async { StatusCode::UNAUTHORIZED }))
+            .route(
+                "/refuse",
+                post(|request: Request| async move {
+                    discard_refused_body(request).await;
+                    (StatusCode::UNAUTHORIZED, [(header::CONNECTION, "close")])
+                }),
+            )
             .route(
                 "/read",
                 post(|body: Body| async move {
@@ -220,5 +255,15 @@ mod tests {
         assert_eq!(status.as_deref(), Ok("HTTP/1.1 401 Unauthorized"));
         let status = upload_blocking(address, "/read", 1024 * 1024).await;
         assert_eq!(status.as_deref(), Ok("HTTP/1.1 200 OK"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_upload_is_discarded_only_up_to_its_small_budget() {
+        let address = serve().await;
+        let small = upload_blocking(address, "/refuse", REFUSED_DISCARD_BYTES / 2).await;
+        assert_eq!(small.as_deref(), Ok("HTTP/1.1 401 Unauthorized"));
+        // Past the budget the server stops reading: this client's writes fail.
+        let big = upload_blocking(address, "/refuse", 16 * REFUSED_DISCARD_BYTES).await;
+        assert!(big.is_err(), "{big:?}");
     }
 }
