@@ -32,6 +32,18 @@ pub struct Decoder {
 /// The subcommand of `steno` that runs [`child::serve`] on stdin and stdout.
 pub const SUBCOMMAND: &str = "decode-child";
 
+/// The only variables of the server's environment the child gets: it runs C codecs on
+/// hostile bytes, so secrets (`STENO_API_KEYS`, `HF_TOKEN`) must not be in its memory.
+/// It needs none to decode; these keep it starting where the server starts (the
+/// dynamic linker's search path for the MLX library this executable links) and keep a
+/// panic's backtrace in the log.
+const CHILD_ENV: &[&str] = &[
+    "LD_LIBRARY_PATH",
+    "DYLD_LIBRARY_PATH",
+    "DYLD_FALLBACK_LIBRARY_PATH",
+    "RUST_BACKTRACE",
+];
+
 /// Most of the child's stderr kept for the log.
 const STDERR_KEPT: usize = 2048;
 
@@ -155,6 +167,8 @@ fn spawn_child(program: &Path) -> Result<(tokio::process::Child, PipeReader), Ap
     let mut command = tokio::process::Command::new(program);
     command
         .arg(SUBCOMMAND)
+        .env_clear()
+        .envs(child_env(std::env::vars_os()))
         .stdin(Stdio::piped())
         .stdout(child_stdout)
         .stderr(Stdio::piped())
@@ -163,6 +177,13 @@ fn spawn_child(program: &Path) -> Result<(tokio::process::Child, PipeReader), Ap
         .spawn()
         .map_err(|e| ApiError::internal(format!("starting the decoder process: {e}")))?;
     Ok((process, stdout))
+}
+
+/// The variables of `parent` that [`CHILD_ENV`] lets through.
+fn child_env(
+    parent: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)> {
+    parent.filter(|(name, _)| CHILD_ENV.iter().any(|allowed| name == allowed))
 }
 
 /// The first [`STDERR_KEPT`] bytes the child writes to stderr, read to its end.
@@ -209,4 +230,58 @@ fn describe(status: ExitStatus) -> String {
         }
     }
     status.to_string()
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    #[test]
+    fn only_the_allowed_variables_reach_the_child() {
+        let parent = [
+            ("STENO_API_KEYS", "sk-secret"),
+            ("HF_TOKEN", "hf_secret"),
+            ("HOME", "/home/steno"),
+            ("RUST_BACKTRACE", "1"),
+            ("LD_LIBRARY_PATH", "/opt/mlx/lib"),
+        ]
+        .map(|(n, v)| (n.into(), v.into()));
+        let passed: Vec<_> = child_env(parent.into_iter()).collect();
+        assert_eq!(
+            passed,
+            [("RUST_BACKTRACE", "1"), ("LD_LIBRARY_PATH", "/opt/mlx/lib")]
+                .map(|(n, v)| (n.into(), v.into()))
+        );
+    }
+
+    /// The child command itself: `env` run in its place prints an environment with
+    /// nothing of this test process's (cargo sets CARGO_PKG_NAME for it).
+    #[tokio::test]
+    async fn the_child_starts_with_a_cleared_environment() {
+        assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+        let script = std::env::temp_dir().join(format!("steno-env-{}.sh", std::process::id()));
+        std::fs::write(&script, "#!/bin/sh\nexec /usr/bin/env\n").unwrap();
+        let mut permissions = std::fs::metadata(&script).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&script, permissions).unwrap();
+        let (mut process, mut stdout) = spawn_child(&script).unwrap();
+        let _ = process.wait().await;
+        let mut printed = String::new();
+        stdout.read_to_string(&mut printed).unwrap();
+        let _ = std::fs::remove_file(&script);
+        let names: Vec<&str> = printed
+            .lines()
+            .filter_map(|l| l.split('=').next())
+            .collect();
+        // The shell adds a few of its own; nothing else comes from this process.
+        let shell = ["PWD", "OLDPWD", "SHLVL", "_"];
+        assert!(
+            names
+                .iter()
+                .all(|n| shell.contains(n) || CHILD_ENV.contains(n)),
+            "{printed}"
+        );
+    }
 }
