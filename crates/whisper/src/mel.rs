@@ -425,7 +425,7 @@ fn mel_energies(
     frames: std::ops::Range<usize>,
     out: &mut [f32],
 ) -> f32 {
-    debug_assert!(frames.start % 2 == 0, "pairs start at even frames");
+    debug_assert!(frames.start.is_multiple_of(2), "pairs start at even frames");
     let n_mels = filters.n_mels;
     let window = &filters.window[..];
     let fft = &filters.fft;
