@@ -809,7 +809,7 @@ fn field_caps(m: &mut Matrix) {
         m.failures
             .push(format!("26 MB list field: peak RSS +{} MiB", growth >> 20));
     }
-    let many = format!("[{}]", vec!["\"word\""; 9].join(","));
+    let many = format!("[{}]", ["\"word\""; 9].join(","));
     let request = m
         .server
         .transcription(&jfk)
