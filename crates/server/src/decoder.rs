@@ -197,24 +197,59 @@ async fn stderr_text(mut stderr: tokio::process::ChildStderr) -> String {
     String::from_utf8_lossy(&kept).trim().to_string()
 }
 
-/// For the child, first thing: a decoder that aborts on a hostile upload must not leave a
-/// core file behind each time (a client could fill the disk with them).
-pub fn no_core_dumps() {
+/// Address space the child may map. A 3-hour 48 kHz stereo FLAC (the longest audio
+/// accepted) needs between 1.2 and 1.5 GB here (measured with `prlimit --as`; peak RSS
+/// 0.69 GB); past this an allocation fails and the child aborts: that upload gets 400.
+pub const CHILD_MEMORY_BYTES: u64 = 2 << 30;
+
+/// CPU seconds the child may use: that same file takes 3.2 s; past this the kernel
+/// stops it (SIGXCPU, then SIGKILL a second later), whatever the load on the machine.
+pub const CHILD_CPU_SECONDS: u64 = 60;
+
+/// For the child, first thing, before it reads the upload: no core file (a decoder
+/// that aborts on a hostile upload must not leave one behind each time, a client
+/// could fill the disk with them), and bounds on its memory and CPU time so that a
+/// file that needs more costs only its own request. macOS does not enforce
+/// `RLIMIT_AS`; the decoder's own limits bound the memory there.
+pub fn limit_child() {
     #[cfg(unix)]
     {
-        let none = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: setrlimit reads the struct it is given and touches nothing else.
-        if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) } != 0 {
-            eprintln!(
-                "cannot turn off core dumps: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        set_limit(libc::RLIMIT_CORE, 0, 0, "core dumps");
+        set_limit(
+            libc::RLIMIT_AS,
+            CHILD_MEMORY_BYTES,
+            CHILD_MEMORY_BYTES,
+            "address space",
+        );
+        set_limit(
+            libc::RLIMIT_CPU,
+            CHILD_CPU_SECONDS,
+            CHILD_CPU_SECONDS + 1,
+            "CPU time",
+        );
     }
 }
+
+#[cfg(unix)]
+fn set_limit(resource: RlimitResource, soft: u64, hard: u64, what: &str) {
+    let limit = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: setrlimit reads the struct it is given and touches nothing else.
+    if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+        eprintln!(
+            "cannot limit the decoder's {what}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The type `setrlimit` takes its resource as (it differs between libcs).
+#[cfg(all(unix, target_env = "gnu"))]
+type RlimitResource = libc::__rlimit_resource_t;
+#[cfg(all(unix, not(target_env = "gnu")))]
+type RlimitResource = libc::c_int;
 
 fn describe(status: ExitStatus) -> String {
     #[cfg(unix)]

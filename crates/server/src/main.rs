@@ -164,7 +164,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::DecodeChild => {
-            steno_server::decoder::no_core_dumps();
+            steno_server::decoder::limit_child();
             steno_audio::child::serve(std::io::stdin().lock(), std::io::stdout().lock())?;
             Ok(())
         }
