@@ -218,17 +218,9 @@ impl Backend for Scripted {
 pub fn segment(job: JobId, id: usize) -> Segment {
     Segment {
         id,
-        seek: 0,
-        start: 0.0,
         end: 1.0,
         text: format!(" job {job}"),
-        tokens: vec![],
-        temperature: 0.0,
-        avg_logprob: -0.1,
-        compression_ratio: 1.0,
-        no_speech_prob: 0.0,
-        token_logprobs: vec![],
-        words: None,
+        ..Segment::default()
     }
 }
 

@@ -11,7 +11,7 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
 /// The id the embedded default model (the pinned tiny.en) is served under; a model
 /// set with `models.model` is served under its own name unless `models.model_id`
-/// says otherwise (see [`model_name`]).
+/// says otherwise (see [`steno_whisper::hub::model_id`]).
 pub const DEFAULT_MODEL_ID: &str = "whisper-tiny.en";
 
 /// Deprecated keys still accepted, as `(section, old key, new key)`: in a file, as
@@ -67,10 +67,10 @@ pub struct LimitsConfig {
     /// An upload may take this long plus its size / `upload_min_bytes_per_second`.
     pub upload_grace_seconds: u64,
     pub upload_min_bytes_per_second: u64,
-}
-
     /// Decoded samples (4 bytes each) all requests hold together; past it, 429.
     pub max_audio_bytes_in_flight: usize,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineSection {
@@ -124,7 +124,7 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let defaults = defaults()?;
         // `models.model_id` comes from the layers only: without it, the id follows
-        // the model (`model_name`).
+        // the model (`steno_whisper::hub::model_id`).
         let mut merged = defaults.clone();
         if let Some(toml::Value::Table(models)) = merged.get_mut("models") {
             models.remove("model_id");
@@ -197,6 +197,9 @@ impl Config {
         if self.limits.upload_min_bytes_per_second == 0 {
             return fail("limits.upload_min_bytes_per_second must be at least 1");
         }
+        if self.limits.max_audio_bytes_in_flight == 0 {
+            return fail("limits.max_audio_bytes_in_flight must be at least 1");
+        }
         if self.server.api_keys.iter().any(|k| k.trim().is_empty()) {
             return fail("server.api_keys must not contain empty keys");
         }
@@ -210,9 +213,6 @@ impl Config {
         unique.sort_unstable();
         unique.dedup();
         if unique.len() != ids.len() {
-        if self.limits.max_audio_bytes_in_flight == 0 {
-            return fail("limits.max_audio_bytes_in_flight must be at least 1");
-        }
             return fail("model ids and aliases must be unique");
         }
         Ok(())
@@ -344,26 +344,9 @@ fn default_model_id(source: Option<&str>) -> String {
     if same_dir(Path::new(source), &embedded_model_dir()) {
         return DEFAULT_MODEL_ID.to_string();
     }
-    model_name(source).unwrap_or_else(|| DEFAULT_MODEL_ID.to_string())
-}
-
-/// A model's name from its source: a directory's own name (`/m/whisper-base/` →
-/// `whisper-base`), a Hub repo's name without its organisation or revision
-/// (`openai/whisper-base@main` → `whisper-base`). `None` when the source names none.
-fn model_name(source: &str) -> Option<String> {
-    use steno_whisper::hub::ModelSource;
-    let name = match ModelSource::parse(source) {
-        ModelSource::Hub { repo, .. } => repo.rsplit('/').next().map(str::to_string),
-        ModelSource::Local(dir) => {
-            // `.` or `..` has no name of its own: take the directory it means.
-            let dir = match dir.file_name() {
-                Some(_) => dir,
-                None => dir.canonicalize().ok()?,
-            };
-            dir.file_name().map(|n| n.to_string_lossy().into_owned())
-        }
-    };
-    name.filter(|n| !n.trim().is_empty())
+    steno_whisper::hub::model_id(source)
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_MODEL_ID.to_string())
 }
 
 /// The key `key` of `section` stands for: itself, or the new key of a deprecated

@@ -274,17 +274,10 @@ mod tests {
     fn segment(id: usize, start: f64, end: f64, text: &str) -> Segment {
         Segment {
             id,
-            seek: 0,
             start,
             end,
             text: text.into(),
-            tokens: vec![],
-            temperature: 0.0,
-            avg_logprob: -0.1,
-            compression_ratio: 1.0,
-            no_speech_prob: 0.0,
-            token_logprobs: vec![],
-            words: None,
+            ..Segment::default()
         }
     }
 

@@ -153,7 +153,6 @@ const PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
 /// Number of timestamp tokens, `<|0.00|>` to `<|30.00|>` in steps of 0.02 s.
 const N_TIMESTAMPS: usize = 1501;
 
-
 /// The language code for a code, an English name or one of OpenAI's aliases, ignoring
 /// case and surrounding whitespace: `"EN"`, `"English"` and `"en"` all give `"en"`,
 /// `"mandarin"` gives `"zh"`. Knows all 100 languages, whether or not a given model does.
