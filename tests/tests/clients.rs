@@ -328,8 +328,9 @@ fn python_sdk_formats_streaming_models_and_errors() {
     }
 }
 
-/// One slow upload holds the only slot of a `--max-concurrent-requests 1` server for
-/// `HOLD` seconds (then is transcribed); meanwhile the SDK gets 429s. The SDK's retry
+/// One slow upload holds the only upload slot of a server with
+/// `server.max_uploads_in_progress = 1` for `HOLD` seconds (then is transcribed);
+/// meanwhile the SDK gets 429s. The SDK's retry
 /// delay (`_calculate_retry_timeout` in openai/_base_client.py) is the `Retry-After`
 /// value when the server sends one (0 < value <= 120), and otherwise 0.5 s × 2^n with
 /// up to 25 % jitter taken off: the first retry would come after at most 0.5 s. So gaps
@@ -338,14 +339,17 @@ fn python_sdk_formats_streaming_models_and_errors() {
 #[test]
 fn python_sdk_rate_limit_error_and_retries_honouring_retry_after() {
     const HOLD: &str = "3";
-    let server = Server::start(&[
-        "--api-key",
-        API_KEY,
-        "--max-concurrent-requests",
-        "1",
-        "--queue-capacity",
-        "1",
-    ]);
+    let server = Server::start_with_env(
+        &[
+            "--api-key",
+            API_KEY,
+            "--max-concurrent-requests",
+            "1",
+            "--max-jobs",
+            "1",
+        ],
+        &[("STENO_MAX_UPLOADS_IN_PROGRESS", "1")],
+    );
     let out = python_client(
         "overload",
         &server,

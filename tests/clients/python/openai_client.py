@@ -150,8 +150,8 @@ def api(args):
 def slow_upload(base_url, api_key, audio, hold_seconds, result):
     """Uploads jfk.wav over a raw socket, pausing mid-body for hold_seconds.
 
-    The request holds a server slot from its headers on, so with
-    max_concurrent_requests = 1 everyone else gets 429 for as long as it lasts.
+    The request holds an upload slot from its headers on, so with
+    max_uploads_in_progress = 1 everyone else gets 429 for as long as it lasts.
     """
     url = urllib.parse.urlsplit(base_url)
     host, port = url.hostname, url.port
