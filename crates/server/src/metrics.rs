@@ -13,7 +13,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// HTTP latency by route, upload to last byte.
     pub request_duration: HistogramVec,
-    /// Audio requests holding a concurrency permit (uploading, decoding audio, queued
+    /// Audio requests admitted and not yet answered (uploading, decoding audio, queued
     /// or transcribing).
     pub requests_in_flight: IntGauge,
     /// `steno_rejections_total`, shared with the engine (which counts
@@ -42,7 +42,7 @@ impl Metrics {
         .expect("valid histogram");
         let requests_in_flight = IntGauge::new(
             "steno_requests_in_flight",
-            "Audio requests holding a concurrency permit: uploading, decoding, queued or transcribing",
+            "Audio requests admitted and not yet answered: uploading, decoding, queued or transcribing",
         )
         .expect("valid gauge");
         Self {
