@@ -53,6 +53,56 @@ pub struct RowRules {
     /// Stop degenerate rows early ([`is_degenerate`]). On for transcription; off where
     /// a benchmark times a fixed number of steps on whatever the rows sample.
     pub stop_degenerate: bool,
+    /// Terms to favour (`keywords[]`); empty for none.
+    pub keywords: KeywordBias,
+}
+
+/// Largest bias [`KeywordBias`] adds to a logit: enough to tip a near tie towards a
+/// listed name, too little to make the model write one over clearly different audio.
+pub const MAX_KEYWORD_BIAS: f32 = 4.0;
+
+/// `keywords[]`: each term's tokens, and the bias added to the logit of the token that
+/// starts a term (or continues one the row has begun) wherever the rules allow it.
+#[derive(Clone, Debug, Default)]
+pub struct KeywordBias {
+    pub terms: Vec<Vec<u32>>,
+    /// At most [`MAX_KEYWORD_BIAS`] (clamped where applied).
+    pub bias: f32,
+}
+
+impl KeywordBias {
+    /// The tokens to favour after `sampled`: for each term, the one continuing its
+    /// longest proper prefix that `sampled` ends with, else its first; each once.
+    fn next_tokens(&self, sampled: &[u32]) -> Vec<u32> {
+        let mut next: Vec<u32> = self
+            .terms
+            .iter()
+            .filter_map(|term| {
+                let begun = (1..term.len())
+                    .rev()
+                    .find(|&k| sampled.ends_with(&term[..k]))
+                    .unwrap_or(0);
+                term.get(begun).copied()
+            })
+            .collect();
+        next.sort_unstable();
+        next.dedup();
+        next
+    }
+
+    /// Adds the bias to the tokens [`Self::next_tokens`] names, where still allowed (a
+    /// suppressed token stays suppressed).
+    fn apply(&self, sampled: &[u32], logits: &mut [f32]) {
+        let bias = self.bias.clamp(0.0, MAX_KEYWORD_BIAS);
+        if self.terms.is_empty() || bias == 0.0 {
+            return;
+        }
+        for t in self.next_tokens(sampled) {
+            if let Some(l) = logits.get_mut(t as usize).filter(|l| l.is_finite()) {
+                *l += bias;
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -540,8 +590,14 @@ pub(crate) fn ends_in_loop(text: &[u32]) -> bool {
     })
 }
 
-/// OpenAI's SuppressBlank, SuppressTokens and ApplyTimestampRules, in that order.
+/// OpenAI's SuppressBlank, SuppressTokens and ApplyTimestampRules, in that order,
+/// then the keyword bias on what they leave allowed.
 pub(crate) fn apply_rules(rules: &RowRules, sampled: &[u32], logits: &mut [f32]) {
+    apply_openai_rules(rules, sampled, logits);
+    rules.keywords.apply(sampled, logits);
+}
+
+fn apply_openai_rules(rules: &RowRules, sampled: &[u32], logits: &mut [f32]) {
     let specials = &rules.specials;
     let neg = f32::NEG_INFINITY;
     if rules.suppress_blank && sampled.is_empty() {
@@ -674,6 +730,7 @@ mod tests {
             }),
             sample_len: 224,
             stop_degenerate: true,
+            keywords: KeywordBias::default(),
         }
     }
 
@@ -1072,5 +1129,85 @@ mod tests {
         logits[7] = 3.0;
         advance(&mut r, &mut logits);
         assert!(!r.degenerate && r.finished.is_none());
+    }
+
+    fn keyword_rules(terms: &[&[u32]], bias: f32) -> RowRules {
+        RowRules {
+            keywords: KeywordBias {
+                terms: terms.iter().map(|t| t.to_vec()).collect(),
+                bias,
+            },
+            ..text_rules()
+        }
+    }
+
+    /// The logits after the rules, from flat ones.
+    fn ruled(rules: &RowRules, sampled: &[u32]) -> Vec<f32> {
+        let mut logits = vec![1.0f32; VOCAB];
+        apply_rules(rules, sampled, &mut logits);
+        logits
+    }
+
+    #[test]
+    fn keywords_favour_the_first_token_of_each_term_once() {
+        // Terms [4, 5] and [4, 6] share their first token: it gets the bias once.
+        let rules = keyword_rules(&[&[4, 5], &[4, 6], &[7]], 2.0);
+        let logits = ruled(&rules, &[1]);
+        assert_eq!(logits[4], 3.0);
+        assert_eq!(logits[7], 3.0);
+        assert_eq!((logits[5], logits[6], logits[1]), (1.0, 1.0, 1.0));
+    }
+
+    #[test]
+    fn a_begun_keyword_is_continued() {
+        let rules = keyword_rules(&[&[4, 5, 6]], 2.0);
+        // After 4 the bias moves to 5, after 4 5 to 6; elsewhere back to 4.
+        assert_eq!(ruled(&rules, &[1, 4])[5], 3.0);
+        assert_eq!(ruled(&rules, &[1, 4])[4], 1.0);
+        assert_eq!(ruled(&rules, &[4, 5])[6], 3.0);
+        assert_eq!(ruled(&rules, &[4, 5, 6])[4], 3.0);
+    }
+
+    #[test]
+    fn keyword_bias_is_bounded_and_never_lifts_a_suppression() {
+        // A huge bias is clamped; a suppressed keyword (no-speech) stays suppressed,
+        // as does the blank at the first position.
+        let rules = keyword_rules(&[&[8], &[NO_SPEECH], &[BLANK]], 1e9);
+        let logits = ruled(&rules, &[]);
+        assert_eq!(logits[8], 1.0 + MAX_KEYWORD_BIAS);
+        assert_eq!(logits[NO_SPEECH as usize], NEG);
+        assert_eq!(logits[BLANK as usize], NEG);
+        // No terms, or no bias: the logits are the rules' alone.
+        assert_eq!(
+            ruled(&keyword_rules(&[], 2.0), &[1]),
+            ruled(&text_rules(), &[1])
+        );
+        assert_eq!(
+            ruled(&keyword_rules(&[&[8]], 0.0), &[1]),
+            ruled(&text_rules(), &[1])
+        );
+        // Out-of-range ids are ignored.
+        assert_eq!(
+            ruled(&keyword_rules(&[&[1_000_000]], 2.0), &[1]).len(),
+            VOCAB
+        );
+    }
+
+    #[test]
+    fn keywords_do_not_turn_a_timestamp_into_text() {
+        // Timestamps are likelier than any text token: text is suppressed by the
+        // timestamp rule before the bias, which then has nothing to lift.
+        let rules = RowRules {
+            keywords: KeywordBias {
+                terms: vec![vec![4]],
+                bias: MAX_KEYWORD_BIAS,
+            },
+            ..timestamp_rules()
+        };
+        let mut logits: Vec<f32> = (0..VOCAB as u32)
+            .map(|t| if t >= BEGIN { 5.0 } else { 0.0 })
+            .collect();
+        apply_rules(&rules, &[ts(1), 2], &mut logits);
+        assert_eq!(logits[4], NEG);
     }
 }

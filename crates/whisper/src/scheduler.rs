@@ -368,6 +368,7 @@ impl Scheduler {
             let job = self.job_mut(w.job)?;
             // Two windows of one job may be detected together: the first one decides.
             if job.language.is_none() {
+                let probs = crate::transcribe::expected_languages(probs, &job.options.languages);
                 let (code, _) = probs
                     .first()
                     .ok_or_else(|| internal("language detection without languages"))?;
@@ -542,10 +543,17 @@ impl Job {
                 "at least one temperature is required".into(),
             ));
         }
-        let language = match &options.language {
-            Some(l) => Some(whisper.resolve_language(l)?),
-            None if !whisper.tokenizer.is_multilingual() => Some("en".to_string()),
-            None => None,
+        options.languages = options
+            .languages
+            .iter()
+            .map(|l| whisper.resolve_language(l))
+            .collect::<Result<_>>()?;
+        let language = match (&options.language, options.languages.as_slice()) {
+            (Some(l), _) => Some(whisper.resolve_language(l)?),
+            (None, _) if !whisper.tokenizer.is_multilingual() => Some("en".to_string()),
+            // One language to expect needs no detection.
+            (None, [only]) => Some(only.clone()),
+            (None, _) => None,
         };
         // An English-only model has no translate token and writes only English:
         // translating to English is what its transcription already does.
@@ -554,11 +562,9 @@ impl Job {
         }
         let mel = whisper.windowed_mel(samples);
         let content_frames = mel.n_frames().saturating_sub(N_FRAMES);
-        let initial_prompt = match &options.initial_prompt {
-            Some(p) if !p.trim().is_empty() => {
-                whisper.tokenizer.encode(&format!(" {}", p.trim()))?
-            }
-            _ => Vec::new(),
+        let initial_prompt = match options.conditioning_prompt() {
+            Some(p) => whisper.tokenizer.encode(&format!(" {p}"))?,
+            None => Vec::new(),
         };
         let rules = match language {
             Some(_) => Some(Arc::new(whisper.row_rules(&options)?)),
