@@ -8,6 +8,7 @@ mod health;
 mod metrics;
 mod models;
 pub(crate) mod openapi;
+mod playground;
 mod unread_body;
 
 use std::sync::Arc;
@@ -101,6 +102,9 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        // The playground page is public (it holds no key; it asks for one and sends it):
+        // merged after authentication so that only the API routes above are behind it.
+        .merge(playground::router())
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
