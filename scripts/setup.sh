@@ -20,7 +20,10 @@ install_system_packages() {
   fi
   local wanted=(cmake libclang-dev libfmt-dev libopenblas0-pthread pkg-config
                 python3 python3-venv python3-pip curl ca-certificates xz-utils
-                espeak-ng sox ffmpeg nginx python3-yaml openssl shellcheck)
+                espeak-ng sox ffmpeg nginx python3-yaml openssl shellcheck
+                chromium)
+  # chromium: the playground's tests drive it headless (tests/src/browser.rs, over the
+  # DevTools protocol, so no chromedriver).
   local missing=()
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
