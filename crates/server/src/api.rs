@@ -4,7 +4,9 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// `usage` of a transcription billed by duration.
+/// `usage` of a transcription billed by duration: the member of OpenAI's usage union
+/// (`duration` or `tokens`) that its Whisper model (`whisper-1`) answers with. Every
+/// model Steno serves is a Whisper model, whatever name the client used.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Usage {
     /// Always `duration`.
@@ -48,13 +50,59 @@ impl Logprob {
     }
 }
 
+/// A language of the audio, by its ISO-639-1 code (`languages` of json and
+/// `transcript.text.done`).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Language {
+    pub code: String,
+}
+
+impl Language {
+    /// The transcript's language (detected, or the one given), as OpenAI's one-item list.
+    pub fn list(code: &str) -> Vec<Language> {
+        vec![Language {
+            code: code.to_string(),
+        }]
+    }
+}
+
 /// `response_format=json`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Transcription {
     pub text: String,
+    /// The language of the audio (detected, or the one given).
+    pub languages: Vec<Language>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Vec<Logprob>>,
     pub usage: Usage,
+}
+
+/// `response_format=diarized_json`: the text in segments, each with its speaker.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiarizedTranscription {
+    /// Always `transcribe`.
+    pub task: &'static str,
+    /// Seconds of input audio.
+    pub duration: f64,
+    pub text: String,
+    pub segments: Vec<DiarizedSegment>,
+    pub usage: Usage,
+}
+
+/// A stretch of text one speaker said: a `diarized_json` segment, and the
+/// `transcript.text.segment` event of a stream (the same fields).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct DiarizedSegment {
+    /// Always `transcript.text.segment`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `seg_0`, `seg_1`, … in order; the `segment_id` of its stream deltas.
+    pub id: String,
+    pub start: f64,
+    pub end: f64,
+    /// A name of `known_speaker_names[]`, else `A`, `B`, … in order of appearance.
+    pub speaker: String,
+    pub text: String,
 }
 
 /// The JSON bodies of a transcription: `json` or `verbose_json` (OpenAPI only).
@@ -63,6 +111,7 @@ pub struct Transcription {
 pub enum TranscriptionResponse {
     Json(Transcription),
     VerboseJson(VerboseTranscription),
+    DiarizedJson(DiarizedTranscription),
 }
 
 /// `response_format=verbose_json`.
@@ -121,6 +170,9 @@ pub struct TextDeltaEvent {
     pub delta: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Vec<Logprob>>,
+    /// The diarized segment the text belongs to (when diarizing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_id: Option<String>,
 }
 
 /// `stream=true`: the last event, with the whole text.
@@ -130,8 +182,11 @@ pub struct TextDoneEvent {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub text: String,
+    /// The language of the audio (detected, or the one given).
+    pub languages: Vec<Language>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Vec<Logprob>>,
+    pub usage: Usage,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

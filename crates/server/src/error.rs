@@ -41,6 +41,14 @@ impl ApiError {
         }
     }
 
+    /// The same error with OpenAI's `code` (such as `unsupported_value`).
+    pub fn with_code(self, code: &'static str) -> Self {
+        Self {
+            code: Some(code),
+            ..self
+        }
+    }
+
     /// 404: no such model.
     pub fn model_not_found(model: &str) -> Self {
         Self {

@@ -29,6 +29,28 @@ pub const MAX_FIELD_BYTES: usize = 64 * 1024;
 /// parts: OpenAI's lists have two possible values and one.
 pub const MAX_LIST_ITEMS: usize = 8;
 
+/// Most known speakers (`known_speaker_names[]` with `known_speaker_references[]`):
+/// OpenAI's limit.
+pub const MAX_KNOWN_SPEAKERS: usize = 4;
+
+/// Longest known speaker name, in characters (OpenAI asks for short identifiers such
+/// as `agent`).
+const MAX_SPEAKER_NAME_CHARS: usize = 64;
+
+/// Longest `known_speaker_references[]` data URL, in bytes: a 10 s clip of 48 kHz
+/// stereo 16-bit WAV is 1.9 MB, 2.6 MB in base64. All of them together are at most
+/// [`MAX_KNOWN_SPEAKERS`] times this.
+pub const MAX_REFERENCE_BYTES: usize = 3 * 1024 * 1024;
+
+/// Most `keywords[]`, and the longest one in characters: the conditioning prompt keeps
+/// Whisper's last 223 tokens, which a handful of names fills; every keyword also costs
+/// a prefix check per decoder step.
+pub const MAX_KEYWORDS: usize = 16;
+const MAX_KEYWORD_CHARS: usize = 48;
+
+/// Most `languages[]`.
+const MAX_LANGUAGES: usize = 16;
+
 /// Longest client value quoted back in an error message.
 const MAX_ECHO_CHARS: usize = 64;
 
@@ -81,6 +103,80 @@ pub struct AudioForm {
     pub stream: bool,
     pub mode: Option<Mode>,
     pub sample_rate: u32,
+    /// `chunking_strategy` was given (diarizing models need it above 30 s).
+    pub chunked: bool,
+    /// `known_speaker_names[]` paired with `known_speaker_references[]`.
+    pub known_speakers: Vec<KnownSpeakerClip>,
+    /// Steno's extensions: bounds on the number of speakers diarization finds.
+    pub min_speakers: Option<usize>,
+    pub max_speakers: Option<usize>,
+    /// `keywords[]`: terms to favour.
+    pub keywords: Vec<String>,
+    /// `languages[]`: the languages to expect, as codes.
+    pub languages: Vec<String>,
+}
+
+/// Longest audio a diarizing model takes without `chunking_strategy`, in seconds.
+pub const DIARIZE_UNCHUNKED_SECONDS: f64 = 30.0;
+
+impl AudioForm {
+    /// OpenAI's refusals for a diarizing model (`model`, as the client named it): only
+    /// json, text and diarized_json; no prompt, no logprobs, no timestamp granularities.
+    /// The response_format message is OpenAI's word for word; the others follow the
+    /// form of its "Unsupported parameter" errors.
+    pub fn check_diarizing(&self, model: &str) -> Result<(), ApiError> {
+        if !matches!(
+            self.format,
+            Format::Json | Format::Text | Format::DiarizedJson
+        ) {
+            return Err(ApiError::invalid(
+                format!(
+                    "response_format '{}' is not compatible with model '{}'. Use 'json' or \
+                     'text' instead.",
+                    self.format.name(),
+                    echo(model)
+                ),
+                Some("response_format"),
+            )
+            .with_code("unsupported_value"));
+        }
+        let unsupported = [
+            (self.prompt.is_some(), "prompt"),
+            (self.logprobs, "include"),
+            (self.granularities_given, "timestamp_granularities"),
+        ];
+        match unsupported.into_iter().find(|(given, _)| *given) {
+            Some((_, param)) => Err(ApiError::invalid(
+                format!(
+                    "Unsupported parameter: '{param}' is not supported with diarization models."
+                ),
+                Some(param),
+            )
+            .with_code("unsupported_parameter")),
+            None => Ok(()),
+        }
+    }
+
+    /// A diarizing model needs `chunking_strategy` for audio longer than
+    /// [`DIARIZE_UNCHUNKED_SECONDS`] (OpenAI's message).
+    pub fn check_diarized_length(&self, audio_seconds: f64) -> Result<(), ApiError> {
+        if self.chunked || audio_seconds <= DIARIZE_UNCHUNKED_SECONDS {
+            return Ok(());
+        }
+        Err(ApiError::invalid(
+            "chunking_strategy is required for diarization models",
+            Some("chunking_strategy"),
+        )
+        .with_code("invalid_value"))
+    }
+}
+
+/// A known speaker: the name to label them with and a 2–10 s clip of their voice, still
+/// in its container (decoded like the upload, by the decoder child).
+#[derive(Debug)]
+pub struct KnownSpeakerClip {
+    pub name: String,
+    pub clip: Upload,
 }
 
 /// Reads and checks the whole form; `max_file_bytes` bounds the file part as it
@@ -106,6 +202,9 @@ pub async fn read(
         }
         let value = match param_of(&name) {
             Some("prompt") => read_prompt(&mut field).await?,
+            Some(param @ "known_speaker_references") => {
+                read_text_at_most(&mut field, param, MAX_REFERENCE_BYTES).await?
+            }
             Some(param) => read_text(&mut field, param).await?,
             // Ignored (see `Fields::accept`): never read, multer skips its bytes.
             None => continue,
@@ -138,6 +237,12 @@ struct Fields {
     /// Items of `timestamp_granularities` and of `include` so far, over all parts.
     granularity_items: usize,
     include_items: usize,
+    speaker_names: Vec<String>,
+    speaker_references: Vec<Upload>,
+    min_speakers: Option<usize>,
+    max_speakers: Option<usize>,
+    keywords: Vec<String>,
+    languages: Vec<String>,
 }
 
 impl Fields {
@@ -160,6 +265,12 @@ impl Fields {
             sample_rate: DEFAULT_PCM_RATE,
             granularity_items: 0,
             include_items: 0,
+            speaker_names: Vec::new(),
+            speaker_references: Vec::new(),
+            min_speakers: None,
+            max_speakers: None,
+            keywords: Vec::new(),
+            languages: Vec::new(),
         }
     }
 
@@ -202,6 +313,45 @@ impl Fields {
             }
             "mode" => self.mode = Some(mode(value)?),
             "sample_rate" => self.sample_rate = sample_rate(value)?,
+            _ => self.accept_speech_field(param, value)?,
+        }
+        Ok(())
+    }
+
+    /// The fields of OpenAI's newest models and of diarization.
+    fn accept_speech_field(&mut self, param: &'static str, value: &str) -> Result<(), ApiError> {
+        match param {
+            "known_speaker_names" => {
+                let mut count = self.speaker_names.len();
+                for name in list_items_at_most(value, &mut count, MAX_KNOWN_SPEAKERS, param)? {
+                    self.speaker_names.push(speaker_name(&name)?);
+                }
+            }
+            "known_speaker_references" => {
+                let mut count = self.speaker_references.len();
+                for url in list_items_at_most(value, &mut count, MAX_KNOWN_SPEAKERS, param)? {
+                    self.speaker_references.push(speaker_reference(&url)?);
+                }
+            }
+            "min_speakers" | "max_speakers" => {
+                let bound = Some(speaker_count(value, param)?);
+                match param {
+                    "min_speakers" => self.min_speakers = bound,
+                    _ => self.max_speakers = bound,
+                }
+            }
+            "keywords" => {
+                let mut count = self.keywords.len();
+                for item in list_items_at_most(value, &mut count, MAX_KEYWORDS, param)? {
+                    self.keywords.extend(keyword(&item)?);
+                }
+            }
+            "languages" if self.task == Task::Transcribe => {
+                let mut count = self.languages.len();
+                for item in list_items_at_most(value, &mut count, MAX_LANGUAGES, param)? {
+                    self.languages.push(expected_language(&item)?);
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -225,6 +375,21 @@ impl Fields {
             None if self.chunked => Some(Mode::Parallel),
             mode => mode,
         };
+        if self.task == Task::Translate && self.format == Format::DiarizedJson {
+            return Err(ApiError::invalid(
+                "response_format diarized_json is only available for transcriptions.",
+                Some("response_format"),
+            ));
+        }
+        let known_speakers = known_speakers(self.speaker_names, self.speaker_references)?;
+        if let (Some(min), Some(max)) = (self.min_speakers, self.max_speakers) {
+            if min > max {
+                return Err(ApiError::invalid(
+                    format!("min_speakers ({min}) must not be above max_speakers ({max})."),
+                    Some("min_speakers"),
+                ));
+            }
+        }
         Ok(AudioForm {
             file,
             model,
@@ -239,8 +404,46 @@ impl Fields {
             stream: self.stream,
             mode,
             sample_rate: self.sample_rate,
+            chunked: self.chunked,
+            known_speakers,
+            min_speakers: self.min_speakers,
+            max_speakers: self.max_speakers,
+            keywords: self.keywords,
+            languages: self.languages,
         })
     }
+}
+
+/// Names paired with their clips, one for one.
+fn known_speakers(
+    names: Vec<String>,
+    references: Vec<Upload>,
+) -> Result<Vec<KnownSpeakerClip>, ApiError> {
+    if names.len() != references.len() {
+        return Err(ApiError::invalid(
+            format!(
+                "known_speaker_names and known_speaker_references must have the same number \
+                 of items (got {} names and {} references).",
+                names.len(),
+                references.len()
+            ),
+            Some("known_speaker_references"),
+        ));
+    }
+    let mut unique = names.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    if unique.len() != names.len() {
+        return Err(ApiError::invalid(
+            "known_speaker_names must not repeat a name.",
+            Some("known_speaker_names"),
+        ));
+    }
+    Ok(names
+        .into_iter()
+        .zip(references)
+        .map(|(name, clip)| KnownSpeakerClip { name, clip })
+        .collect())
 }
 
 /// The field a part's name stands for, as its errors name it (`param`); `None` for the
@@ -259,6 +462,12 @@ fn param_of(name: &str) -> Option<&'static str> {
         "chunking_strategy" | "chunking_strategy[type]" => "chunking_strategy",
         "mode" => "mode",
         "sample_rate" => "sample_rate",
+        "known_speaker_names[]" | "known_speaker_names" => "known_speaker_names",
+        "known_speaker_references[]" | "known_speaker_references" => "known_speaker_references",
+        "min_speakers" => "min_speakers",
+        "max_speakers" => "max_speakers",
+        "keywords[]" | "keywords" => "keywords",
+        "languages[]" | "languages" => "languages",
         _ => return None,
     })
 }
@@ -275,6 +484,103 @@ fn language(value: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(value.to_string())
+}
+
+/// A known speaker's name: a short non-empty label.
+fn speaker_name(value: &str) -> Result<String, ApiError> {
+    let name = value.trim();
+    if name.is_empty() || name.chars().count() > MAX_SPEAKER_NAME_CHARS {
+        return Err(ApiError::invalid(
+            format!(
+                "Invalid known_speaker_names item {:?}: expected a name of 1 to \
+                 {MAX_SPEAKER_NAME_CHARS} characters.",
+                echo(name)
+            ),
+            Some("known_speaker_names"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// A `data:<type>;base64,<bytes>` URL's bytes, with the type as the part's content type
+/// (a hint for the sniffer) and its subtype as the file name's extension.
+fn speaker_reference(value: &str) -> Result<Upload, ApiError> {
+    use base64::Engine as _;
+    let invalid = |why: &str| {
+        ApiError::invalid(
+            format!(
+                "Invalid known_speaker_references item {:?}: {why}",
+                echo(value)
+            ),
+            Some("known_speaker_references"),
+        )
+    };
+    let expected = "expected a data URL such as data:audio/wav;base64,UklGR…";
+    let rest = value
+        .strip_prefix("data:")
+        .ok_or_else(|| invalid(expected))?;
+    let (head, payload) = rest.split_once(',').ok_or_else(|| invalid(expected))?;
+    let media_type = head
+        .strip_suffix(";base64")
+        .ok_or_else(|| invalid(expected))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(payload.trim())
+        .map_err(|e| invalid(&format!("its base64 does not decode ({e}).")))?;
+    let media_type = media_type.split(';').next().unwrap_or_default().trim();
+    let subtype = media_type.rsplit('/').next().unwrap_or_default();
+    let extension = match subtype.trim_start_matches("x-") {
+        "mpeg" => "mp3",
+        other => other,
+    };
+    Ok(Upload {
+        bytes,
+        filename: (!extension.is_empty()).then(|| format!("reference.{extension}")),
+        content_type: (!media_type.is_empty()).then(|| media_type.to_string()),
+    })
+}
+
+/// `min_speakers` / `max_speakers`: 1 to [`steno_speaker::MAX_SPEAKERS`].
+fn speaker_count(value: &str, param: &'static str) -> Result<usize, ApiError> {
+    let max = steno_speaker::MAX_SPEAKERS;
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                format!("Invalid {param} {:?}: expected 1 to {max}.", echo(value)),
+                Some(param),
+            )
+        })
+}
+
+/// A keyword, trimmed; `None` for an empty one.
+fn keyword(value: &str) -> Result<Option<String>, ApiError> {
+    let keyword = value.trim();
+    if keyword.chars().count() > MAX_KEYWORD_CHARS {
+        return Err(ApiError::invalid(
+            format!(
+                "Invalid keywords item {:?}: at most {MAX_KEYWORD_CHARS} characters.",
+                echo(keyword)
+            ),
+            Some("keywords"),
+        ));
+    }
+    Ok((!keyword.is_empty()).then(|| keyword.to_string()))
+}
+
+/// A `languages[]` item: an ISO-639-1 code Whisper knows.
+fn expected_language(value: &str) -> Result<String, ApiError> {
+    match steno_whisper::tokenizer::language_code(value) {
+        Some(code) if code == value => Ok(code.to_string()),
+        _ => Err(ApiError::invalid(
+            format!(
+                "Unsupported language {:?} in languages: expected ISO-639-1 codes such as \"en\".",
+                echo(value)
+            ),
+            Some("languages"),
+        )),
+    }
 }
 
 /// One of OpenAI's response formats, by its exact name.
@@ -407,9 +713,18 @@ async fn read_bounded(
 
 /// A text field's value (invalid UTF-8 replaced), at most [`MAX_FIELD_BYTES`].
 async fn read_text(field: &mut Field<'_>, param: &'static str) -> Result<String, ApiError> {
-    let bytes = read_bounded(field, MAX_FIELD_BYTES, || {
+    read_text_at_most(field, param, MAX_FIELD_BYTES).await
+}
+
+/// A text field's value (invalid UTF-8 replaced), at most `max_bytes`.
+async fn read_text_at_most(
+    field: &mut Field<'_>,
+    param: &'static str,
+    max_bytes: usize,
+) -> Result<String, ApiError> {
+    let bytes = read_bounded(field, max_bytes, || {
         ApiError::invalid(
-            format!("The {param} field is longer than {MAX_FIELD_BYTES} bytes."),
+            format!("The {param} field is longer than {max_bytes} bytes."),
             Some(param),
         )
     })
@@ -477,15 +792,25 @@ fn tail(value: &str, max: usize) -> &str {
 /// A list field's items: one value per part, or a JSON array in one part. `seen` counts
 /// the field's items over all its parts; past [`MAX_LIST_ITEMS`], an error on `param`.
 fn list_items(value: &str, seen: &mut usize, param: &'static str) -> Result<Vec<String>, ApiError> {
+    list_items_at_most(value, seen, MAX_LIST_ITEMS, param)
+}
+
+/// [`list_items`] with its own cap, `max` items.
+fn list_items_at_most(
+    value: &str,
+    seen: &mut usize,
+    max: usize,
+    param: &'static str,
+) -> Result<Vec<String>, ApiError> {
     let array = value.starts_with('[');
     let items = array
         .then(|| serde_json::from_str::<Vec<String>>(value).ok())
         .flatten()
         .unwrap_or_else(|| vec![value.to_string()]);
     *seen += items.len();
-    if *seen > MAX_LIST_ITEMS {
+    if *seen > max {
         return Err(ApiError::invalid(
-            format!("{param} may hold at most {MAX_LIST_ITEMS} items."),
+            format!("{param} may hold at most {max} items."),
             Some(param),
         ));
     }
@@ -622,7 +947,7 @@ mod tests {
     fn messages_quote_the_value_and_the_choices() {
         assert_eq!(
             message(response_format("xml").unwrap_err()),
-            "Invalid response_format \"xml\": expected json, text, srt, verbose_json or vtt."
+            "Invalid response_format \"xml\": expected json, text, srt, verbose_json, vtt or diarized_json."
         );
         // The whisper crate's own words, without its "invalid decoding option: " prefix.
         let Err(WhisperError::InvalidOption(words)) = "fast".parse::<Mode>() else {
@@ -909,6 +1234,203 @@ mod tests {
         assert_eq!(
             upload(Some("x.tar.MP3"), None).extension().as_deref(),
             Some("mp3")
+        );
+    }
+
+    /// A data URL of `bytes` as `media_type`.
+    fn data_url(media_type: &str, bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        let payload = base64::engine::general_purpose::STANDARD.encode(bytes);
+        format!("data:{media_type};base64,{payload}")
+    }
+
+    fn finished(parts: &[(&str, &str)]) -> Result<AudioForm, ApiError> {
+        let mut f = fields(parts).map_err(|p| ApiError::invalid("field", p))?;
+        f.file = Some(upload());
+        f.model = Some("whisper-1".into());
+        f.finish()
+    }
+
+    #[test]
+    fn known_speakers_pair_names_with_decoded_references() {
+        let agent = data_url("audio/wav", b"RIFF agent");
+        let caller = data_url("audio/mpeg", b"ID3 caller");
+        let form = finished(&[
+            ("known_speaker_names[]", "agent"),
+            ("known_speaker_names[]", " caller "),
+            ("known_speaker_references[]", &agent),
+            ("known_speaker_references[]", &caller),
+        ])
+        .unwrap();
+        let speakers: Vec<(&str, &[u8], Option<String>)> = form
+            .known_speakers
+            .iter()
+            .map(|k| (k.name.as_str(), k.clip.bytes.as_slice(), k.clip.extension()))
+            .collect();
+        assert_eq!(
+            speakers,
+            [
+                ("agent", &b"RIFF agent"[..], Some("wav".into())),
+                ("caller", &b"ID3 caller"[..], Some("mp3".into()))
+            ]
+        );
+        assert_eq!(
+            form.known_speakers[0].clip.content_type.as_deref(),
+            Some("audio/wav")
+        );
+    }
+
+    #[test]
+    fn known_speakers_are_bounded_and_must_pair_up() {
+        let clip = data_url("audio/wav", b"RIFF");
+        let names = vec![("known_speaker_names[]", "a"); MAX_KNOWN_SPEAKERS + 1];
+        assert_eq!(fields(&names).err(), Some(Some("known_speaker_names")));
+        let refs = vec![("known_speaker_references[]", clip.as_str()); MAX_KNOWN_SPEAKERS + 1];
+        assert_eq!(fields(&refs).err(), Some(Some("known_speaker_references")));
+        let unpaired = finished(&[("known_speaker_names[]", "a")]).unwrap_err();
+        assert_eq!(
+            unpaired.body().error.param,
+            Some("known_speaker_references")
+        );
+        let twice = finished(&[
+            ("known_speaker_names[]", "a"),
+            ("known_speaker_names[]", "a"),
+            ("known_speaker_references[]", &clip),
+            ("known_speaker_references[]", &clip),
+        ])
+        .unwrap_err();
+        assert_eq!(twice.body().error.param, Some("known_speaker_names"));
+        let long = "n".repeat(MAX_SPEAKER_NAME_CHARS + 1);
+        for (name, value) in [
+            ("known_speaker_names[]", ""),
+            ("known_speaker_names[]", long.as_str()),
+            ("known_speaker_references[]", "https://example.com/a.wav"),
+            ("known_speaker_references[]", "data:audio/wav,RIFF"),
+            ("known_speaker_references[]", "data:audio/wav;base64,%%%"),
+        ] {
+            assert!(fields(&[(name, value)]).is_err(), "{name}={value:?}");
+        }
+    }
+
+    #[test]
+    fn speaker_counts_are_bounded_and_ordered() {
+        let f = finished(&[("min_speakers", "2"), ("max_speakers", "3")]).unwrap();
+        assert_eq!((f.min_speakers, f.max_speakers), (Some(2), Some(3)));
+        let max = steno_speaker::MAX_SPEAKERS.to_string();
+        assert!(fields(&[("max_speakers", &max)]).is_ok());
+        let over = (steno_speaker::MAX_SPEAKERS + 1).to_string();
+        for (name, value) in [
+            ("min_speakers", "0"),
+            ("max_speakers", over.as_str()),
+            ("max_speakers", "two"),
+        ] {
+            assert_eq!(fields(&[(name, value)]).err(), Some(Some(name)), "{value}");
+        }
+        let crossed = finished(&[("min_speakers", "3"), ("max_speakers", "2")]).unwrap_err();
+        assert_eq!(crossed.body().error.param, Some("min_speakers"));
+    }
+
+    #[test]
+    fn keywords_and_languages_are_bounded_lists() {
+        let f = finished(&[
+            ("keywords[]", "Nguyen"),
+            ("keywords[]", "[\"Steno\", \" \", \"MLX\"]"),
+            ("languages[]", "de"),
+            ("languages", "[\"fr\"]"),
+        ])
+        .unwrap();
+        assert_eq!(f.keywords, ["Nguyen", "Steno", "MLX"]);
+        assert_eq!(f.languages, ["de", "fr"]);
+        let many = vec![("keywords[]", "x"); MAX_KEYWORDS + 1];
+        assert_eq!(fields(&many).err(), Some(Some("keywords")));
+        let long = "k".repeat(MAX_KEYWORD_CHARS + 1);
+        assert_eq!(
+            fields(&[("keywords[]", &long)]).err(),
+            Some(Some("keywords"))
+        );
+        for language in ["klingon", "german", "EN", ""] {
+            assert_eq!(
+                fields(&[("languages[]", language)]).err(),
+                Some(Some("languages")),
+                "{language:?}"
+            );
+        }
+        let mut translation = Fields::new(Task::Translate);
+        translation.accept("languages[]", "klingon").unwrap();
+        assert!(translation.languages.is_empty());
+    }
+
+    #[test]
+    fn diarizing_models_refuse_what_openai_refuses() {
+        let refusal = |parts: &[(&str, &str)]| {
+            let e = finished(parts)
+                .unwrap()
+                .check_diarizing("gpt-4o-transcribe-diarize");
+            e.err().map(|e| {
+                let body = e.body().error;
+                (e.status().as_u16(), body.param, body.code, body.message)
+            })
+        };
+        assert_eq!(refusal(&[]), None);
+        assert_eq!(refusal(&[("response_format", "diarized_json")]), None);
+        assert_eq!(refusal(&[("response_format", "text")]), None);
+        assert_eq!(
+            refusal(&[("response_format", "verbose_json")]),
+            Some((
+                400,
+                Some("response_format"),
+                Some("unsupported_value"),
+                "response_format 'verbose_json' is not compatible with model \
+                 'gpt-4o-transcribe-diarize'. Use 'json' or 'text' instead."
+                    .into()
+            ))
+        );
+        for (name, value, param) in [
+            ("prompt", "Hi", "prompt"),
+            ("include[]", "logprobs", "include"),
+            (
+                "timestamp_granularities[]",
+                "segment",
+                "timestamp_granularities",
+            ),
+        ] {
+            let (status, got, code, message) = refusal(&[(name, value)]).unwrap();
+            assert_eq!(
+                (status, got, code),
+                (400, Some(param), Some("unsupported_parameter"))
+            );
+            assert!(message.contains(&format!("'{param}'")), "{message}");
+        }
+    }
+
+    #[test]
+    fn diarizing_past_30_seconds_needs_chunking() {
+        let plain = finished(&[]).unwrap();
+        assert!(plain
+            .check_diarized_length(DIARIZE_UNCHUNKED_SECONDS)
+            .is_ok());
+        let e = plain.check_diarized_length(30.5).unwrap_err().body().error;
+        assert_eq!(
+            (e.param, e.code, e.message.as_str()),
+            (
+                Some("chunking_strategy"),
+                Some("invalid_value"),
+                "chunking_strategy is required for diarization models"
+            )
+        );
+        let chunked = finished(&[("chunking_strategy", "auto")]).unwrap();
+        assert!(chunked.check_diarized_length(600.0).is_ok());
+    }
+
+    #[test]
+    fn translations_refuse_diarized_json() {
+        let mut f = Fields::new(Task::Translate);
+        f.accept("response_format", "diarized_json").unwrap();
+        f.file = Some(upload());
+        f.model = Some("whisper-1".into());
+        assert_eq!(
+            f.finish().unwrap_err().body().error.param,
+            Some("response_format")
         );
     }
 }

@@ -1,11 +1,16 @@
 //! Transcript renderings: OpenAI's response formats (`json`, `text`, `srt`, `vtt`,
-//! `verbose_json`) plus the CLI's `txt` and `tsv`.
+//! `verbose_json`, `diarized_json`) plus the CLI's `txt`, `tsv` and `rttm`.
 
 use std::fmt::Write;
 
+use steno_speaker::SpeakerTurn;
 use steno_whisper::{Segment, Task, Transcript};
 
-use crate::api::{Logprob, Transcription, Usage, VerboseSegment, VerboseTranscription, WordTiming};
+use crate::api::{
+    DiarizedTranscription, Language, Logprob, Transcription, Usage, VerboseSegment,
+    VerboseTranscription, WordTiming,
+};
+use crate::speakers;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -14,19 +19,25 @@ pub enum Format {
     Srt,
     Vtt,
     VerboseJson,
+    /// Segments with their speakers (diarization).
+    DiarizedJson,
     Tsv,
+    /// The speaker turns as RTTM lines (the CLI's, with `--diarize`).
+    Rttm,
 }
 
 /// Every rendering by its name, in the order messages list them: the one list of formats.
 /// `response_format` accepts the [`Format::is_openai`] ones; the CLI's `--format` all of
 /// them, and `txt` for [`Format::Text`].
-const NAMES: [(&str, Format); 6] = [
+const NAMES: [(&str, Format); 8] = [
     ("json", Format::Json),
     ("text", Format::Text),
     ("srt", Format::Srt),
     ("verbose_json", Format::VerboseJson),
     ("vtt", Format::Vtt),
+    ("diarized_json", Format::DiarizedJson),
     ("tsv", Format::Tsv),
+    ("rttm", Format::Rttm),
 ];
 
 /// The CLI's other name for [`Format::Text`], after the file extension.
@@ -49,9 +60,22 @@ impl std::str::FromStr for Format {
 }
 
 impl Format {
-    /// Whether OpenAI's API has this format (`tsv` is the CLI's own).
+    /// Whether OpenAI's API has this format (`tsv` and `rttm` are the CLI's own).
     pub fn is_openai(self) -> bool {
-        self != Format::Tsv
+        !matches!(self, Format::Tsv | Format::Rttm)
+    }
+
+    /// Whether the rendering needs speaker turns (diarization).
+    pub fn needs_speakers(self) -> bool {
+        matches!(self, Format::DiarizedJson | Format::Rttm)
+    }
+
+    /// The format's name (`response_format`, `--format`).
+    pub fn name(self) -> &'static str {
+        NAMES
+            .iter()
+            .find(|(_, format)| *format == self)
+            .map_or("", |(name, _)| *name)
     }
 
     /// A `response_format` value: one of OpenAI's formats, by its exact name.
@@ -88,18 +112,19 @@ impl Format {
     /// text, srt and vtt alike).
     pub fn content_type(self) -> &'static str {
         match self {
-            Format::Json | Format::VerboseJson => "application/json",
+            Format::Json | Format::VerboseJson | Format::DiarizedJson => "application/json",
             _ => "text/plain; charset=utf-8",
         }
     }
 
     pub fn extension(self) -> &'static str {
         match self {
-            Format::Json | Format::VerboseJson => "json",
+            Format::Json | Format::VerboseJson | Format::DiarizedJson => "json",
             Format::Text => "txt",
             Format::Srt => "srt",
             Format::Vtt => "vtt",
             Format::Tsv => "tsv",
+            Format::Rttm => "rttm",
         }
     }
 }
@@ -131,6 +156,10 @@ pub struct Rendering {
     pub words: bool,
     /// json/verbose_json: per-token log-probabilities.
     pub logprobs: Option<Vec<Logprob>>,
+    /// diarized_json, rttm: who spoke when (`None` renders everything as speaker `A`).
+    pub speakers: Option<Vec<SpeakerTurn>>,
+    /// rttm: the recording's name (its file's stem).
+    pub recording: String,
 }
 
 impl Rendering {
@@ -141,6 +170,8 @@ impl Rendering {
             segments: true,
             words: false,
             logprobs: None,
+            speakers: None,
+            recording: "audio".into(),
         }
     }
 }
@@ -157,15 +188,28 @@ pub fn render(transcript: &Transcript, r: &Rendering) -> String {
     match r.format {
         Format::Json => json_line(&Transcription {
             text: transcript.text.trim().to_string(),
+            languages: Language::list(&transcript.language),
             logprobs: r.logprobs.clone(),
             usage: Usage::duration(transcript.duration),
         }),
+        Format::DiarizedJson => json_line(&DiarizedTranscription {
+            task: "transcribe",
+            duration: transcript.duration,
+            text: transcript.text.trim().to_string(),
+            segments: speakers::diarized_segments(transcript, turns(r)),
+            usage: Usage::duration(transcript.duration),
+        }),
+        Format::Rttm => speakers::rttm(&r.recording, turns(r)),
         Format::Text => format!("{}\n", transcript.text.trim()),
         Format::Srt => srt(&transcript.segments),
         Format::Vtt => vtt(&transcript.segments),
         Format::Tsv => tsv(&transcript.segments),
         Format::VerboseJson => json_line(&verbose(transcript, r)),
     }
+}
+
+fn turns(r: &Rendering) -> &[SpeakerTurn] {
+    r.speakers.as_deref().unwrap_or_default()
 }
 
 fn srt(segments: &[Segment]) -> String {
@@ -314,7 +358,7 @@ mod tests {
         assert_eq!("tsv".parse::<Format>().unwrap(), Format::Tsv);
         assert_eq!(
             "xml".parse::<Format>().unwrap_err(),
-            "unknown format \"xml\": expected json, text, srt, verbose_json, vtt or tsv"
+            "unknown format \"xml\": expected json, text, srt, verbose_json, vtt, diarized_json, tsv or rttm"
         );
     }
 
@@ -329,12 +373,16 @@ mod tests {
         ] {
             assert_eq!(Format::from_openai_name(name), Some(format), "{name}");
         }
-        for name in ["tsv", "txt", "JSON", "", "json,text"] {
+        assert_eq!(
+            Format::from_openai_name("diarized_json"),
+            Some(Format::DiarizedJson)
+        );
+        for name in ["tsv", "rttm", "txt", "JSON", "", "json,text"] {
             assert_eq!(Format::from_openai_name(name), None, "{name}");
         }
         assert_eq!(
             Format::openai_names(),
-            "json, text, srt, verbose_json or vtt"
+            "json, text, srt, verbose_json, vtt or diarized_json"
         );
     }
 
@@ -346,7 +394,9 @@ mod tests {
             Format::Srt,
             Format::Vtt,
             Format::VerboseJson,
+            Format::DiarizedJson,
             Format::Tsv,
+            Format::Rttm,
         ] {
             let names: Vec<&str> = NAMES
                 .iter()

@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod options;
 pub mod routes;
 pub mod serve;
+pub mod speakers;
