@@ -36,16 +36,21 @@ pub fn transcribe_options(
     }
 }
 
-/// The options a checked `/v1/audio/*` form asks for (`task` comes from the route).
+/// The options a checked `/v1/audio/*` form asks for (`task` comes from the route),
+/// with the terms to favour (`keywords[]`) and the languages to expect (`languages[]`).
 pub fn from_form(form: &AudioForm, task: Task) -> TranscribeOptions {
-    transcribe_options(
-        task,
-        form.language.clone(),
-        form.prompt.clone(),
-        form.temperature.unwrap_or(0.0),
-        form.mode.unwrap_or(TranscribeOptions::default().mode),
-        form.word_timestamps,
-    )
+    TranscribeOptions {
+        keywords: form.keywords.clone(),
+        languages: form.languages.clone(),
+        ..transcribe_options(
+            task,
+            form.language.clone(),
+            form.prompt.clone(),
+            form.temperature.unwrap_or(0.0),
+            form.mode.unwrap_or(TranscribeOptions::default().mode),
+            form.word_timestamps,
+        )
+    }
 }
 
 #[cfg(test)]
