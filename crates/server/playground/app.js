@@ -258,6 +258,7 @@ function onServerEvent(session, event) {
       session.queue.splice(0).forEach((buffer) => sendAudio(session, buffer));
       return liveState("Listening: speak, and captions appear below.");
     case "input_audio_buffer.speech_started":
+      liveState("Hearing speech…");
       return caption(session, event.item_id);
     case "input_audio_buffer.speech_stopped":
       return liveState("Transcribing the last turn…");
@@ -322,6 +323,9 @@ async function startAudio(session) {
   const source = session.context.createMediaStreamSource(session.stream);
   session.worklet = new AudioWorkletNode(session.context, "pcm-capture");
   session.worklet.port.onmessage = (message) => sendAudio(session, message.data);
+  session.worklet.onprocessorerror = () => {
+    $("live-error").textContent = "The audio capture failed; press Stop and Record to start again.";
+  };
   source.connect(session.worklet);
   // The worklet writes no output (silence); connected, the graph pulls it every block.
   session.worklet.connect(session.context.destination);

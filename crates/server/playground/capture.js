@@ -8,6 +8,7 @@
 
 const OUTPUT_RATE = 24000;
 const CHUNK_MS = 100;
+const CHUNK_SAMPLES = (OUTPUT_RATE * CHUNK_MS) / 1000;
 
 class PcmCapture extends AudioWorkletProcessor {
   constructor() {
@@ -17,7 +18,7 @@ class PcmCapture extends AudioWorkletProcessor {
     this.phase = 0;
     this.sum = 0;
     this.count = 0;
-    this.chunk = new Int16Array((OUTPUT_RATE * CHUNK_MS) / 1000);
+    this.chunk = new Int16Array(CHUNK_SAMPLES);
     this.filled = 0;
     this.port.onmessage = (event) => {
       if (event.data === "flush") this.flush();
@@ -46,15 +47,16 @@ class PcmCapture extends AudioWorkletProcessor {
   push(sample) {
     const clamped = Math.max(-1, Math.min(1, sample));
     this.chunk[this.filled++] = clamped < 0 ? clamped * 0x8000 : clamped * 0x7fff;
-    if (this.filled === this.chunk.length) this.flush();
+    if (this.filled === CHUNK_SAMPLES) this.flush();
   }
 
   // Posts what is filled (the buffer moves to the page, no copy) and starts a new chunk.
   flush() {
     if (this.filled === 0) return;
-    const full = this.filled === this.chunk.length ? this.chunk : this.chunk.slice(0, this.filled);
+    const full = this.filled === CHUNK_SAMPLES ? this.chunk : this.chunk.slice(0, this.filled);
     this.port.postMessage(full.buffer, [full.buffer]);
-    this.chunk = new Int16Array(this.chunk.length);
+    // Not this.chunk.length: a transferred buffer leaves its array empty.
+    this.chunk = new Int16Array(CHUNK_SAMPLES);
     this.filled = 0;
   }
 }
