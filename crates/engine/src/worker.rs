@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use steno_whisper::{JobEvent, JobId, Transcript};
 
+use crate::speakers::Speakers;
 use crate::{
     Backend, Delta, EngineConfig, EngineError, Job, LoadError, Loader, Metrics, Reply, Shared,
     StepReport,
@@ -39,6 +40,8 @@ struct Running {
     audio_seconds: f64,
     /// Segments already sent as deltas.
     streamed: usize,
+    /// Its diarization, while windows are left to embed (taken when the job answers).
+    diarization: Option<steno_speaker::Diarization>,
 }
 
 struct Worker {
@@ -50,6 +53,8 @@ struct Worker {
     next_id: JobId,
     /// When each model that failed to load last failed.
     failed_loads: HashMap<String, Instant>,
+    /// The voice encoder, for jobs that diarize.
+    speakers: Speakers,
 }
 
 pub(crate) fn run(
@@ -60,6 +65,7 @@ pub(crate) fn run(
     ready: Sender<Result<(), LoadError>>,
 ) {
     let _exit = Exit(shared.clone());
+    let speakers = Speakers::new(config.speaker_encoder.clone());
     let mut worker = Worker {
         config,
         loader,
@@ -68,6 +74,7 @@ pub(crate) fn run(
         jobs: HashMap::new(),
         next_id: 0,
         failed_loads: HashMap::new(),
+        speakers,
     };
     let default = worker.config.default_model.clone();
     if let Err(e) = worker.load(&default) {
@@ -136,6 +143,7 @@ impl Worker {
             }
             self.drop_abandoned();
             self.step_models();
+            self.advance_diarizations();
             self.unload_idle();
             self.update_gauges();
         }
@@ -166,6 +174,13 @@ impl Worker {
         // The backend keeps the samples (each window's log-mel is computed from them)
         // and frees them with the job.
         let samples = std::mem::take(&mut job.request.samples);
+        let diarization = match self.start_diarization(&mut job, &samples) {
+            Ok(diarization) => diarization,
+            Err(e) => {
+                let _ = job.reply.send(Err(e));
+                return;
+            }
+        };
         let options = std::mem::take(&mut job.request.options);
         let audio_seconds = steno_audio::seconds(samples.len());
         let entry = self.models.get_mut(&model).expect("model loaded above");
@@ -195,6 +210,7 @@ impl Worker {
                         started: Instant::now(),
                         audio_seconds,
                         streamed: 0,
+                        diarization,
                     },
                 );
             }
@@ -202,6 +218,66 @@ impl Worker {
                 let _ = job.reply.send(Err(EngineError::InvalidRequest(e)));
             }
         }
+    }
+
+    /// The job's diarization (VAD, windows, known speakers embedded), if it asked for
+    /// one; an error answers the job.
+    fn start_diarization(
+        &mut self,
+        job: &mut Job,
+        samples: &[f32],
+    ) -> Result<Option<steno_speaker::Diarization>, EngineError> {
+        let Some(request) = job.request.diarize.take() else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let started_job = catch_unwind(AssertUnwindSafe(|| self.speakers.start(request, samples)));
+        self.record_diarize(started);
+        match started_job {
+            Ok(result) => result.map(Some),
+            Err(panic) => {
+                self.count_panic("diarize", &*panic);
+                Err(internal())
+            }
+        }
+    }
+
+    /// One pass of window embeddings for the first job whose diarization has windows
+    /// left: diarization advances between decoder steps, a pass per round.
+    fn advance_diarizations(&mut self) {
+        let Some((&id, running)) = self
+            .jobs
+            .iter_mut()
+            .find(|(_, r)| r.diarization.as_ref().is_some_and(|d| d.remaining() > 0))
+        else {
+            return;
+        };
+        let started = Instant::now();
+        let job = running.diarization.as_mut().expect("found above");
+        let speakers = &mut self.speakers;
+        let advanced = catch_unwind(AssertUnwindSafe(|| speakers.advance(job)));
+        self.record_diarize(started);
+        let error = match advanced {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e,
+            Err(panic) => {
+                self.count_panic("diarize", &*panic);
+                internal()
+            }
+        };
+        if let Some(running) = self.jobs.remove(&id) {
+            self.stop(id, &running, "diarization_failed");
+            let _ = running.job.reply.send(Err(error));
+        }
+    }
+
+    /// Counts diarization's seconds as its own stage.
+    fn record_diarize(&self, started: Instant) {
+        self.shared
+            .metrics
+            .stage_seconds
+            .with_label_values(&["diarize"])
+            .inc_by(started.elapsed().as_secs_f64());
     }
 
     /// Loads `model` unless it is resident, or failed to load less than
@@ -364,8 +440,24 @@ impl Worker {
                 }
             }
             JobEvent::Done(transcript) => {
-                if let Some(running) = self.jobs.remove(&id) {
-                    answer(backend.as_ref(), running, transcript, &self.shared.metrics);
+                let Some(mut running) = self.jobs.remove(&id) else {
+                    return;
+                };
+                let started = Instant::now();
+                let speakers = running
+                    .diarization
+                    .take()
+                    .map(|d| self.speakers.finish(d))
+                    .transpose();
+                self.record_diarize(started);
+                match speakers {
+                    Ok(speakers) => {
+                        let done = (transcript, speakers);
+                        answer(backend.as_ref(), running, done, &self.shared.metrics);
+                    }
+                    Err(e) => {
+                        let _ = running.job.reply.send(Err(e));
+                    }
                 }
             }
             JobEvent::Failed(e) => {
@@ -521,7 +613,12 @@ fn internal() -> EngineError {
 
 /// Answers a finished job: the segments not streamed yet, its log-probabilities
 /// if asked, its timings; counts its audio and speed.
-fn answer(backend: &dyn Backend, mut running: Running, transcript: Transcript, metrics: &Metrics) {
+fn answer(
+    backend: &dyn Backend,
+    mut running: Running,
+    (transcript, speakers): (Transcript, Option<Vec<steno_speaker::SpeakerTurn>>),
+    metrics: &Metrics,
+) {
     let remaining = transcript.segments.get(running.streamed..).unwrap_or(&[]);
     send_deltas(backend, &mut running, remaining);
     let logprobs = running
@@ -541,6 +638,7 @@ fn answer(backend: &dyn Backend, mut running: Running, transcript: Transcript, m
     let _ = running.job.reply.send(Ok(Reply {
         transcript,
         logprobs,
+        speakers,
         queue_seconds,
         inference_seconds,
     }));

@@ -105,6 +105,7 @@ async fn handle(
         options: options::from_form(&form, task),
         logprobs: form.logprobs,
         deltas,
+        diarize: None,
         span: tracing::Span::current(),
     };
     let receiver = state.engine.submit(request)?;

@@ -209,6 +209,7 @@ async fn a_dead_worker_turns_health_503_and_serve_fails() {
         logprobs: false,
         deadline: None,
         deltas: None,
+        diarize: None,
         span: tracing::Span::none(),
     };
     let reply = server.engine.submit(killer).unwrap();
