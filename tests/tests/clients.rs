@@ -2,7 +2,9 @@
 //! (`tests/clients/python/`, installed by `make setup` into `target/venv-clients` from
 //! `requirements/clients.txt`), the official OpenAI Node SDK (`tests/clients/node/`,
 //! `npm ci`), and curl's multipart edge cases (no filename, odd content types, chunked
-//! uploads, `Expect: 100-continue`, field order).
+//! uploads, `Expect: 100-continue`, field order). The SDKs' realtime clients (Python's
+//! `client.realtime` and `client.beta.realtime`, Node's `OpenAIRealtimeWS`) stream real
+//! speech to `/v1/realtime` and are held to the same clips sent as files.
 //!
 //! The client scripts check the SDKs' own types and exceptions and print one JSON
 //! object; this file checks the transcripts (word error rate against the reference),
@@ -14,9 +16,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use steno_e2e::assets;
+use steno_e2e::assets::{self, Clip};
 use steno_e2e::server::{Request, Response, Server};
-use steno_e2e::wer;
+use steno_e2e::{pcm24, wer};
 
 /// Word error rate allowed on the 11-second JFK clip (22 words: two edits).
 const JFK_WER: f64 = 0.1;
@@ -632,4 +634,225 @@ fn curl_field_order_chunked_uploads_and_expect_100_continue() {
             "{what}: {error:?}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The SDKs' realtime clients: `GET /v1/realtime` over WebSocket, live transcription
+
+/// How much worse than the same clips sent as files the live transcripts may read: three
+/// words of the ~45 these clips hold. The server's turn detection splits jfk at its pauses
+/// into four turns, and a turn decoded alone loses the context before it (tiny.en then
+/// hears "And so am I fellow Americans"). The English set's live-vs-file comparison is in
+/// tests/tests/live_english.rs.
+const LIVE_WER_MARGIN: f64 = 0.07;
+
+/// What the realtime clients stream: jfk and the first two LibriVox sentences of 3–6 s.
+fn realtime_clips() -> Vec<Clip> {
+    let librivox = assets::english_clips()
+        .into_iter()
+        .filter(|c| c.speech_key().starts_with("librivox/"))
+        .filter(|c| (3.0..=6.0).contains(&c.seconds()))
+        .take(2);
+    std::iter::once(assets::jfk()).chain(librivox).collect()
+}
+
+/// The clips as 24 kHz PCM16 files in `dir`, the Realtime API's `audio/pcm`.
+fn write_pcm24(clips: &[Clip], dir: &Path) -> Vec<PathBuf> {
+    clips
+        .iter()
+        .enumerate()
+        .map(|(i, clip)| {
+            let path = dir.join(format!("clip-{i}.pcm"));
+            std::fs::write(&path, pcm24::from_file(&clip.path)).expect("write a PCM clip");
+            path
+        })
+        .collect()
+}
+
+/// Each clip sent as a file to the same server, for the live transcripts to be held to.
+fn file_texts(server: &Server, clips: &[Clip]) -> Vec<String> {
+    clips
+        .iter()
+        .map(|clip| {
+            let response = server
+                .transcription(&clip.path)
+                .bearer(API_KEY)
+                .field("language", "en")
+                .send();
+            response.expect_status(200);
+            str_at(&response.json(), "/text").to_owned()
+        })
+        .collect()
+}
+
+/// Each clip's live text from a realtime script's output: the turns the server found by
+/// voice activity go to the clip their audio starts in (`offsets_ms`; up to a second early
+/// for the prefix padding); manually committed turns are the clips in order.
+fn live_texts(out: &Value) -> Vec<String> {
+    let offsets: Vec<f64> = array_at(out, "/offsets_ms")
+        .iter()
+        .map(|v| v.as_f64().expect("offset"))
+        .collect();
+    let mut texts = vec![String::new(); offsets.len()];
+    for (n, turn) in array_at(out, "/turns").iter().enumerate() {
+        let clip = match turn["audio_start_ms"].as_f64() {
+            Some(start) => offsets
+                .iter()
+                .rposition(|&o| o <= start + 1000.0)
+                .unwrap_or(0),
+            None => n.min(offsets.len() - 1),
+        };
+        let text = turn["transcript"].as_str().unwrap_or_default();
+        texts[clip].push_str(&format!(" {text}"));
+    }
+    texts
+}
+
+/// The protocol as a client sees it: no error events, every turn completed, and the deltas
+/// of each turn (never retracted) adding up to its completed transcript.
+fn assert_turns(out: &Value, what: &str) {
+    assert!(
+        array_at(out, "/errors").is_empty(),
+        "{what}: {}",
+        out["errors"]
+    );
+    let turns = array_at(out, "/turns");
+    assert!(
+        !turns.is_empty(),
+        "{what}: no turns; events {}",
+        out["events"]
+    );
+    for turn in turns {
+        assert!(turn["failed"].is_null(), "{what}: failed turn {turn}");
+        let transcript = str_at(turn, "/transcript");
+        let deltas: String = array_at(turn, "/deltas")
+            .iter()
+            .map(|d| d.as_str().expect("delta text"))
+            .collect();
+        assert_eq!(
+            wer::normalize(&deltas),
+            wer::normalize(transcript),
+            "{what}: deltas joined vs completed transcript in {turn}"
+        );
+    }
+}
+
+/// Corpus WER of the live texts within [`LIVE_WER_MARGIN`] of the files'; jfk on its own
+/// within [`JFK_WER`].
+fn assert_live_wer(out: &Value, clips: &[Clip], files: &[String], what: &str) {
+    let live = live_texts(out);
+    let pairs = |texts: &[String]| -> Vec<(String, String)> {
+        clips
+            .iter()
+            .map(|c| c.reference.clone())
+            .zip(texts.iter().cloned())
+            .collect()
+    };
+    let live_wer = wer::corpus_wer(pairs(&live));
+    let file_wer = wer::corpus_wer(pairs(files));
+    eprintln!(
+        "{what}: live WER {:.1} %, files {:.1} %, {:.1} s; live {live:?}",
+        100.0 * live_wer,
+        100.0 * file_wer,
+        f64_at(out, "/seconds")
+    );
+    assert!(
+        live_wer <= file_wer + LIVE_WER_MARGIN,
+        "{what}: live WER {:.1} % vs files {:.1} %\n  live:  {live:?}\n  files: {files:?}",
+        100.0 * live_wer,
+        100.0 * file_wer
+    );
+    assert_jfk_text(&live[0], &format!("{what}: jfk"));
+}
+
+/// A realtime script's command line: the server's URLs, the key, the pace and the clips.
+fn realtime_args(command: &mut Command, server: &Server, speed: &str, pcm: &[PathBuf]) {
+    command
+        .args(["--base-url", &server.url("/v1"), "--api-key", API_KEY])
+        .args(["--speed", speed])
+        .args(pcm);
+}
+
+/// The Python SDK's GA client (`client.realtime.connect`, `session.update` with a
+/// transcription session, server VAD, logprobs included) and its beta client
+/// (`client.beta.realtime.connect`, `transcription_session.update`, manual commits), each
+/// streaming jfk and two LibriVox sentences as 24 kHz PCM16.
+#[test]
+fn python_sdk_realtime_transcription_ga_and_beta() {
+    let server = Server::start(&["--api-key", API_KEY]);
+    let clips = realtime_clips();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pcm = write_pcm24(&clips, dir.path());
+    let files = file_texts(&server, &clips);
+    let python = repo_root().join("target/venv-clients/bin/python");
+    let script = repo_root().join("tests/clients/python/realtime_client.py");
+    // GA at four times real time (turns end by the server's VAD, which hears the pauses);
+    // beta as fast as the socket takes it (the client commits each clip).
+    for (api, speed) in [("ga", "4"), ("beta", "0")] {
+        let mut command = Command::new(&python);
+        command.arg(&script).arg(api);
+        realtime_args(&mut command, &server, speed, &pcm);
+        let out = run_client(command, &format!("realtime_client.py {api}"));
+        let what = format!("Python SDK {} realtime ({api})", out["sdk_version"]);
+        assert_turns(&out, &what);
+        assert_live_wer(&out, &clips, &files, &what);
+        if api == "ga" {
+            assert_eq!(out["created"], "session.created", "{what}");
+            assert_eq!(out["updated"]["type"], "session.updated", "{what}");
+            let session = &out["updated"]["session"];
+            assert_eq!(session["type"], "transcription", "{what}: {session}");
+            assert_eq!(
+                session["audio"]["input"]["format"]["rate"], 24_000,
+                "{session}"
+            );
+            for turn in array_at(&out, "/turns") {
+                let spoken = !str_at(turn, "/transcript").trim().is_empty();
+                assert!(
+                    !spoken || turn["logprobs"].as_u64() > Some(0),
+                    "{what}: {turn}"
+                );
+            }
+        } else {
+            assert_eq!(out["created"], "transcription_session.created", "{what}");
+            assert_eq!(out["updated"]["type"], "transcription_session.updated");
+            assert_eq!(
+                array_at(&out, "/turns").len(),
+                clips.len(),
+                "{what}: a turn per commit"
+            );
+        }
+    }
+}
+
+/// The Node SDK's `OpenAIRealtimeWS` (beta protocol: `transcription_session.update`,
+/// server VAD) streaming the same clips at four times real time.
+#[test]
+fn node_sdk_realtime_ws_transcription() {
+    let dir = repo_root().join("tests/clients/node");
+    assert!(
+        dir.join("node_modules/ws").exists(),
+        "{}/node_modules/ws is missing: run `make setup` (npm ci)",
+        dir.display()
+    );
+    let server = Server::start(&["--api-key", API_KEY]);
+    let clips = realtime_clips();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pcm = write_pcm24(&clips, tmp.path());
+    let files = file_texts(&server, &clips);
+    let mut command = Command::new("node");
+    command.current_dir(&dir).arg("realtime_client.mjs");
+    realtime_args(&mut command, &server, "4", &pcm);
+    let out = run_client(command, "node realtime_client.mjs");
+    let what = format!("Node SDK {} OpenAIRealtimeWS", out["sdk_version"]);
+    assert!(
+        str_at(&out, "/url").ends_with("/v1/realtime?model=whisper-1"),
+        "{what}: {}",
+        out["url"]
+    );
+    assert_eq!(
+        out["updated"]["type"], "transcription_session.updated",
+        "{what}"
+    );
+    assert_turns(&out, &what);
+    assert_live_wer(&out, &clips, &files, &what);
 }

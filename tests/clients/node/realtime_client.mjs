@@ -183,6 +183,7 @@ await finished;
 rt.close();
 expect(turns.errors.length === 0, `errors: ${JSON.stringify(turns.errors)}`);
 Object.assign(out, {
+  errors: turns.errors,
   turns: [...turns.items.values()],
   events: turns.events,
   seconds: (performance.now() - started) / 1000,
