@@ -239,24 +239,49 @@ pub struct TranscriptionForm {
     /// sniffed from the bytes), or raw s16le when the part is `audio/pcm`.
     #[schema(value_type = String, format = Binary)]
     pub file: Vec<u8>,
-    /// A served model id or alias (`whisper-1`).
+    /// A served model id or alias (`whisper-1`, `gpt-4o-transcribe`,
+    /// `gpt-4o-mini-transcribe`, `gpt-transcribe`; `gpt-4o-transcribe-diarize` also
+    /// diarizes, with OpenAI's rules for that model: no prompt, include or
+    /// timestamp_granularities, json/text/diarized_json only, chunking_strategy above 30 s).
     pub model: String,
     /// ISO-639-1 code (or English name) of the spoken language; detected if absent.
     pub language: Option<String>,
     /// Text to condition the first window on (names, spellings, style).
     pub prompt: Option<String>,
-    /// `json` (default), `text`, `srt`, `verbose_json` or `vtt`.
+    /// `json` (default), `text`, `srt`, `verbose_json`, `vtt` or `diarized_json`
+    /// (segments with speaker labels, on any model).
     pub response_format: Option<String>,
     /// 0 (default) decodes greedily with the fallback ladder 0, 0.2 … 1.0;
     /// above 0 samples at that temperature only. At most 1.
     pub temperature: Option<f32>,
+    /// Speaker names (at most 4) for `known_speaker_references[]`, one for one: a
+    /// diarized segment of that voice takes the name.
+    #[schema(rename = "known_speaker_names[]")]
+    pub known_speaker_names: Option<Vec<String>>,
+    /// Data URLs (`data:audio/wav;base64,…`) of 2 to 10 s clips of each known speaker,
+    /// in any format `file` takes; at most 3 MiB each.
+    #[schema(rename = "known_speaker_references[]")]
+    pub known_speaker_references: Option<Vec<String>>,
+    /// Steno extension: diarization finds at least this many speakers (1 to 16).
+    pub min_speakers: Option<u32>,
+    /// Steno extension: diarization finds at most this many speakers (1 to 16).
+    pub max_speakers: Option<u32>,
+    /// Terms to favour (names, jargon; at most 16 of at most 48 characters): named in
+    /// the prompt and their tokens' logits raised by a bounded bias.
+    #[schema(rename = "keywords[]")]
+    pub keywords: Option<Vec<String>>,
+    /// ISO-639-1 codes of the languages to expect: detection chooses among them only.
+    #[schema(rename = "languages[]")]
+    pub languages: Option<Vec<String>>,
     /// `segment` and/or `word` (verbose_json). Also accepted without brackets.
     #[schema(rename = "timestamp_granularities[]")]
     pub timestamp_granularities: Option<Vec<String>>,
     /// `logprobs`: per-token log-probabilities in json/verbose_json and stream events.
     #[schema(rename = "include[]")]
     pub include: Option<Vec<String>>,
-    /// `true`: answer with server-sent events `transcript.text.delta` … `transcript.text.done`.
+    /// `true`: answer with server-sent events `transcript.text.delta` … `transcript.text.done`;
+    /// when diarizing, each delta carries its `segment_id` and, with `diarized_json`, is
+    /// followed by its `transcript.text.segment`.
     pub stream: Option<bool>,
     /// `auto` or a `{"type":"server_vad"}` object (or `chunking_strategy[type]=server_vad`):
     /// cut the audio at pauses found by voice activity detection and decode the

@@ -88,6 +88,9 @@ pub struct ModelsConfig {
     pub model_id: String,
     pub model: String,
     pub aliases: Vec<String>,
+    /// Names of the default model that also turn diarization on (OpenAI's
+    /// `gpt-4o-transcribe-diarize`), with that model's refusals.
+    pub diarize_aliases: Vec<String>,
     pub idle_unload_seconds: u64,
     pub max_model_bytes: u64,
     pub extra: BTreeMap<String, String>,
@@ -208,6 +211,7 @@ impl Config {
         }
         let mut ids: Vec<&str> = vec![self.models.model_id.as_str()];
         ids.extend(self.models.aliases.iter().map(String::as_str));
+        ids.extend(self.models.diarize_aliases.iter().map(String::as_str));
         ids.extend(self.models.extra.keys().map(String::as_str));
         let mut unique = ids.clone();
         unique.sort_unstable();
@@ -249,11 +253,21 @@ impl Config {
     /// The configured id a request's `model` names (an alias resolves to the default).
     pub fn resolve_model(&self, requested: &str) -> Option<&str> {
         let m = &self.models;
-        if requested == m.model_id || m.aliases.iter().any(|a| a == requested) {
+        let alias = m
+            .aliases
+            .iter()
+            .chain(&m.diarize_aliases)
+            .any(|a| a == requested);
+        if requested == m.model_id || alias {
             Some(&m.model_id)
         } else {
             m.extra.get_key_value(requested).map(|(id, _)| id.as_str())
         }
+    }
+
+    /// Whether `requested` names a diarizing alias (`models.diarize_aliases`).
+    pub fn diarizes(&self, requested: &str) -> bool {
+        self.models.diarize_aliases.iter().any(|a| a == requested)
     }
 
     /// Every id clients may use, the default's first.
@@ -261,6 +275,7 @@ impl Config {
         let m = &self.models;
         std::iter::once(&m.model_id)
             .chain(&m.aliases)
+            .chain(&m.diarize_aliases)
             .chain(m.extra.keys())
             .cloned()
             .collect()
@@ -322,12 +337,22 @@ fn defaults() -> Result<toml::Table, ConfigError> {
 /// `$STENO_ASSETS/models/tiny.en-ct2` (`~/.cache/steno/assets` without the variable,
 /// where `make setup` puts it).
 pub fn embedded_model_dir() -> PathBuf {
-    let assets = std::env::var_os("STENO_ASSETS")
+    assets_dir().join("models/tiny.en-ct2")
+}
+
+/// The pinned voice encoder of the project's assets (Resemblyzer's `pretrained.pt`,
+/// fetched by `make setup`), which diarization uses.
+pub fn embedded_speaker_encoder() -> PathBuf {
+    assets_dir().join("models/resemblyzer/pretrained.pt")
+}
+
+/// `$STENO_ASSETS`, else `~/.cache/steno/assets`.
+fn assets_dir() -> PathBuf {
+    std::env::var_os("STENO_ASSETS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/steno/assets")
-        });
-    assets.join("models/tiny.en-ct2")
+        })
 }
 
 /// The id a default model from `source` is served under: [`DEFAULT_MODEL_ID`] for
@@ -540,6 +565,18 @@ mod tests {
         assert_eq!(config.engine.max_jobs, 64, "untouched keys keep defaults");
         assert_eq!(config.server.api_keys, ["sk-a", "sk-b"]);
         assert_eq!(config.resolve_model("whisper-1"), Some("whisper-tiny.en"));
+        for openai in [
+            "gpt-4o-transcribe",
+            "gpt-4o-mini-transcribe",
+            "gpt-transcribe",
+        ] {
+            assert_eq!(config.resolve_model(openai), Some("whisper-tiny.en"));
+            assert!(!config.diarizes(openai));
+        }
+        let diarize = "gpt-4o-transcribe-diarize";
+        assert_eq!(config.resolve_model(diarize), Some("whisper-tiny.en"));
+        assert!(config.diarizes(diarize) && !config.diarizes("whisper-1"));
+        assert!(config.model_ids().iter().any(|id| id == diarize));
         assert_eq!(config.resolve_model("base"), Some("base"));
         assert_eq!(config.model_source("base"), Some("/m/base"));
         assert_eq!(config.resolve_model("nope"), None);

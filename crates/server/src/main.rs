@@ -8,7 +8,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use steno_server::config::{embedded_model_dir, Config, LogFormat, Override};
+use steno_server::config::{
+    embedded_model_dir, embedded_speaker_encoder, Config, LogFormat, Override,
+};
 use steno_server::formats::{render, Format, Rendering};
 use steno_server::options::transcribe_options;
 use steno_whisper::{LoadOptions, Mode, Task, TranscribeOptions, Whisper};
@@ -127,9 +129,20 @@ struct TranscribeArgs {
     language: Option<String>,
     #[arg(long, default_value = "transcribe")]
     task: Task,
-    /// txt, vtt, srt, tsv, json or verbose_json.
+    /// txt, vtt, srt, tsv, json, verbose_json, diarized_json or rttm (the last two
+    /// diarize).
     #[arg(long, default_value = "txt")]
     format: Format,
+    /// Label who speaks when (steno-speaker's voice encoder, from the project's
+    /// assets): diarized_json's speakers, rttm's turns.
+    #[arg(long)]
+    diarize: bool,
+    /// At least this many speakers (with --diarize).
+    #[arg(long)]
+    min_speakers: Option<usize>,
+    /// At most this many speakers (with --diarize).
+    #[arg(long)]
+    max_speakers: Option<usize>,
     /// sequential (OpenAI's algorithm) or parallel (windows cut at pauses, decoded in
     /// parallel; `batched`, its former name, is still accepted).
     #[arg(long, default_value = "sequential")]
@@ -146,6 +159,9 @@ struct TranscribeArgs {
     /// Word-level timestamps (in verbose_json, and for subtitle timing).
     #[arg(long)]
     word_timestamps: bool,
+    /// A term to favour (a name, a product); repeat for several (the API's keywords[]).
+    #[arg(long = "keyword")]
+    keywords: Vec<String>,
     /// Write FILE.<ext> into this directory instead of printing.
     #[arg(long)]
     output_dir: Option<PathBuf>,
@@ -197,14 +213,20 @@ fn serve(args: ServeArgs) -> Result<()> {
 fn transcribe(args: TranscribeArgs) -> Result<()> {
     let whisper = load_model(args.model.as_deref())?;
     let audio = decode_files(&args.files)?;
+    let diarize = args.diarize || args.format.needs_speakers();
+    // Diarization splits segments at the word where the speaker changes.
     let options = transcribe_options(
         args.task,
         args.language.clone(),
         args.prompt.clone(),
         args.temperature,
         args.mode,
-        args.word_timestamps,
+        args.word_timestamps || diarize,
     );
+    let options = TranscribeOptions {
+        keywords: args.keywords.clone(),
+        ..options
+    };
     let inputs: Vec<(&[f32], TranscribeOptions)> = audio
         .iter()
         .map(|a| (a.as_slice(), options.clone()))
@@ -217,12 +239,23 @@ fn transcribe(args: TranscribeArgs) -> Result<()> {
         wall_seconds = started.elapsed().as_secs_f64(),
         "transcribed"
     );
+    let mut speakers = if diarize {
+        speaker_turns(&args, &audio)?
+    } else {
+        vec![None; audio.len()]
+    };
     let mut failed = false;
-    for (file, result) in args.files.iter().zip(results) {
+    for ((file, result), speakers) in args.files.iter().zip(results).zip(speakers.drain(..)) {
         match result {
             Ok(transcript) => {
                 let rendering = Rendering {
                     words: args.word_timestamps,
+                    speakers,
+                    recording: file
+                        .file_stem()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into(),
                     ..Rendering::new(args.format, args.task)
                 };
                 let rendered = render(&transcript, &rendering);
@@ -238,6 +271,31 @@ fn transcribe(args: TranscribeArgs) -> Result<()> {
         bail!("some files failed");
     }
     Ok(())
+}
+
+/// Each file's speaker turns, from the voice encoder of the project's assets. The CLI
+/// runs steno-speaker's `diarize` itself, as it runs Whisper itself
+/// (`transcribe_many`): the engine, which interleaves it with decoder steps, is the
+/// server's.
+fn speaker_turns(
+    args: &TranscribeArgs,
+    audio: &[Vec<f32>],
+) -> Result<Vec<Option<Vec<steno_speaker::SpeakerTurn>>>> {
+    let path = embedded_speaker_encoder();
+    let encoder = steno_speaker::VoiceEncoder::load(&path)
+        .with_context(|| format!("loading the voice encoder {}", path.display()))?;
+    let options = steno_speaker::DiarizeOptions {
+        min_speakers: args.min_speakers,
+        max_speakers: args.max_speakers,
+        known: Vec::new(),
+    };
+    let started = Instant::now();
+    let turns = audio
+        .iter()
+        .map(|samples| Ok(Some(steno_speaker::diarize(&encoder, samples, &options)?)))
+        .collect::<Result<Vec<_>>>()?;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "diarized");
+    Ok(turns)
 }
 
 /// The model of `--model`, or the embedded tiny.en.

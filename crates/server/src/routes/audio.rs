@@ -6,6 +6,7 @@
 //! ([`options::from_form`]) → the engine's queue (`Engine::submit`) → the rendered reply
 //! ([`respond`]), or server-sent events when `stream` ([`stream::events`]).
 
+mod diarize;
 mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,16 +29,17 @@ use crate::audio_budget::Reservation;
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::form::{self, AudioForm};
-use crate::formats::{render, Rendering};
+use crate::formats::{render, Format, Rendering};
 use crate::metrics::Metrics;
 use crate::options;
 
 #[utoipa::path(post, path = "/v1/audio/transcriptions", tag = "audio",
     request_body(content = crate::api::TranscriptionForm, content_type = "multipart/form-data"),
     responses(
-        (status = 200, description = "The transcript as response_format asks: json or verbose_json \
-            (application/json), text, srt or vtt (text/plain); with stream=true, server-sent events: \
-            transcript.text.delta ... then one transcript.text.done",
+        (status = 200, description = "The transcript as response_format asks: json, verbose_json or \
+            diarized_json (application/json), text, srt or vtt (text/plain); with stream=true, \
+            server-sent events: transcript.text.delta ... then one transcript.text.done (diarizing: \
+            each delta with its segment_id, then with diarized_json its transcript.text.segment)",
             content((crate::api::TranscriptionResponse = "application/json"), (String = "text/plain"),
                 (crate::api::TextDeltaEvent = "text/event-stream"))),
         (status = 400, body = crate::api::ErrorResponse), (status = 401, body = crate::api::ErrorResponse),
@@ -87,30 +89,44 @@ async fn handle(
         .ok_or_else(|| ApiError::model_not_found(&form.model))?
         .to_string();
 
+    let diarizing = diarize::requested(&state.config, &form, task)?;
+
     let decode_started = Instant::now();
     let (samples, reservation) = decode_audio(&state, &mut form).await?;
-    let permit = permit.holding(reservation);
+    let mut permit = permit.holding(reservation);
+    let diarize = if diarizing {
+        Some(diarize::prepare(&state, &mut form, &samples, &mut permit).await?)
+    } else {
+        None
+    };
     let decode_seconds = decode_started.elapsed().as_secs_f64();
 
-    let (deltas, delta_receiver) = if form.stream {
+    let (deltas, delta_receiver) = if form.stream && diarize.is_none() {
         let (tx, rx) = mpsc::unbounded_channel();
         (Some(tx), Some(rx))
     } else {
         (None, None)
     };
+    let mut options = options::from_form(&form, task);
+    // Diarization splits segments at the word where the speaker changes.
+    options.word_timestamps |= diarize.is_some();
     let request = Request {
         model,
         deadline: Some(deadline(limits, steno_audio::seconds(samples.len()))),
         samples,
-        options: options::from_form(&form, task),
+        options,
         logprobs: form.logprobs,
         deltas,
-        diarize: None,
+        diarize,
         span: tracing::Span::current(),
     };
     let receiver = state.engine.submit(request)?;
     if let Some(deltas) = delta_receiver {
         return Ok(stream::events(deltas, receiver, permit).into_response());
+    }
+    if form.stream {
+        let segment_events = form.format == Format::DiarizedJson;
+        return Ok(stream::diarized_events(receiver, permit, segment_events).into_response());
     }
     let reply = receiver.recv().await?;
     drop(permit);
@@ -229,9 +245,20 @@ async fn decode_audio(
         max_duration_seconds: limits.max_audio_seconds,
         ..steno_audio::Limits::default()
     };
-    let bytes = std::mem::take(&mut form.file.bytes);
-    let audio: Result<_, ApiError> = if form.file.is_raw_pcm() {
-        let sample_rate = form.sample_rate;
+    decode_upload(state, &mut form.file, form.sample_rate, audio_limits).await
+}
+
+/// [`decode_audio`] for any upload (the file, a known speaker's clip) within
+/// `audio_limits`; `sample_rate` is a raw PCM upload's.
+async fn decode_upload(
+    state: &AppState,
+    upload: &mut form::Upload,
+    sample_rate: u32,
+    audio_limits: steno_audio::Limits,
+) -> Result<(Vec<f32>, Reservation), ApiError> {
+    let limits = &state.config.limits;
+    let bytes = std::mem::take(&mut upload.bytes);
+    let audio: Result<_, ApiError> = if upload.is_raw_pcm() {
         let audio = tokio::task::spawn_blocking(move || {
             steno_audio::decode_raw_pcm_s16le(&bytes, sample_rate, None, &audio_limits)
         })
@@ -244,7 +271,7 @@ async fn decode_audio(
         let timeout = Duration::from_secs_f64(limits.request_timeout_seconds);
         state
             .decoder
-            .decode(bytes, form.file.extension(), audio_limits, timeout)
+            .decode(bytes, upload.extension(), audio_limits, timeout)
             .await
     };
     let (audio, reservation) = audio.inspect_err(|e| {
@@ -270,7 +297,9 @@ fn respond(form: &AudioForm, task: Task, reply: Reply, decode_seconds: f64) -> R
         task,
         segments: form.segment_timestamps || !form.granularities_given,
         words: form.word_timestamps,
+        speakers: reply.speakers,
         logprobs: Logprob::list(reply.logprobs),
+        ..Rendering::new(form.format, task)
     };
     let body = render(&reply.transcript, &rendering);
     let mut response = ([(header::CONTENT_TYPE, form.format.content_type())], body).into_response();
@@ -285,8 +314,9 @@ fn respond(form: &AudioForm, task: Task, reply: Reply, decode_seconds: f64) -> R
 /// permit.
 struct Admitted {
     _slot: OwnedSemaphorePermit,
-    /// The decoded samples' share of the audio budget, given back with the answer.
-    audio: Option<Reservation>,
+    /// The decoded samples' share of the audio budget (the upload's, and the known
+    /// speakers' clips'), given back with the answer.
+    audio: Vec<Reservation>,
     metrics: Arc<Metrics>,
 }
 
@@ -298,7 +328,7 @@ impl Admitted {
         metrics.requests_in_flight.inc();
         Self {
             _slot: slot,
-            audio: None,
+            audio: Vec::new(),
             metrics,
         }
     }
@@ -312,8 +342,13 @@ impl Admitted {
     /// Holds `reservation` until the answer (or until the client leaves): by then the
     /// worker has dropped the samples, or drops the job as its client is gone.
     fn holding(mut self, reservation: Reservation) -> Self {
-        self.audio = Some(reservation);
+        self.hold(reservation);
         self
+    }
+
+    /// [`Self::holding`] in place.
+    fn hold(&mut self, reservation: Reservation) {
+        self.audio.push(reservation);
     }
 }
 

@@ -19,7 +19,7 @@ use utoipa::OpenApi;
         super::metrics::metrics,
         document,
     ),
-    components(schemas(crate::api::TextDoneEvent)),
+    components(schemas(crate::api::TextDoneEvent, crate::api::DiarizedSegment)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
