@@ -79,9 +79,10 @@ fn json_has_text_and_duration_usage() {
     let json = response.json();
     assert_eq!(
         sorted_keys(object(&json, "body")),
-        ["text", "usage"],
+        ["languages", "text", "usage"],
         "{json}"
     );
+    assert_eq!(json["languages"], serde_json::json!([{"code": "en"}]));
     assert_jfk_text(string(&json, "text"), "json text");
     let usage = &json["usage"];
     assert_eq!(sorted_keys(object(usage, "usage")), ["seconds", "type"]);
