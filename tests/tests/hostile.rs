@@ -561,19 +561,52 @@ fn crc16(bytes: &[u8]) -> u16 {
 /// CONSTANT subframe: 12 bytes for 8 s of audio. `declared` goes into STREAMINFO's total
 /// (0: unknown, as a streaming encoder writes).
 fn flac_silence(frames: u32, declared: u64) -> Vec<u8> {
+    flac_silence_as(frames, declared, FlacLayout::MONO_8K)
+}
+
+/// The rate and channels of a FLAC stream [`flac_silence_as`] writes.
+#[derive(Clone, Copy)]
+struct FlacLayout {
+    rate: u64,
+    channels: u64,
+    /// The frame header's rate code (FLAC's table: 4 = 8 kHz, 10 = 48 kHz).
+    rate_code: u8,
+}
+
+impl FlacLayout {
+    const MONO_8K: FlacLayout = FlacLayout {
+        rate: 8_000,
+        channels: 1,
+        rate_code: 4,
+    };
+    const STEREO_48K: FlacLayout = FlacLayout {
+        rate: 48_000,
+        channels: 2,
+        rate_code: 10,
+    };
+}
+
+/// [`flac_silence`] at `layout`'s rate and channels (each channel its own CONSTANT
+/// subframe).
+fn flac_silence_as(frames: u32, declared: u64, layout: FlacLayout) -> Vec<u8> {
     const BLOCK: u64 = 65_535;
     let mut out = b"fLaC".to_vec();
     out.extend([0x80, 0, 0, 34]); // last metadata block: STREAMINFO, 34 bytes
     out.extend((BLOCK as u16).to_be_bytes()); // min block size
     out.extend((BLOCK as u16).to_be_bytes()); // max block size
     out.extend([0; 6]); // min and max frame size: unknown
-    let packed: u64 = (8_000 << 44) | (15 << 36) | (declared & ((1 << 36) - 1));
-    out.extend(packed.to_be_bytes()); // rate, channels - 1 = 0, bits - 1 = 15, total
+    let packed: u64 = (layout.rate << 44)
+        | ((layout.channels - 1) << 41)
+        | (15 << 36)
+        | (declared & ((1 << 36) - 1));
+    out.extend(packed.to_be_bytes()); // rate, channels - 1, bits - 1 = 15, total
     out.extend([0; 16]); // MD5: unknown
     for n in 0..frames {
         let start = out.len();
-        // Sync, fixed block size; block size from a 16-bit field, 8 kHz; mono, 16-bit.
-        out.extend([0xFF, 0xF8, 0x74, 0x08]);
+        // Sync, fixed block size; block size from a 16-bit field, the rate; independent
+        // channels, 16-bit.
+        let channels = ((layout.channels - 1) as u8) << 4;
+        out.extend([0xFF, 0xF8, 0x70 | layout.rate_code, channels | 0x08]);
         // The frame number, UTF-8 coded.
         match n {
             0..=0x7F => out.push(n as u8),
@@ -586,7 +619,9 @@ fn flac_silence(frames: u32, declared: u64) -> Vec<u8> {
         }
         out.extend(((BLOCK - 1) as u16).to_be_bytes());
         out.push(crc8(&out[start..]));
-        out.extend([0x00, 0, 0]); // CONSTANT subframe, value 0
+        for _ in 0..layout.channels {
+            out.extend([0x00, 0, 0]); // CONSTANT subframe, value 0
+        }
         let crc = crc16(&out[start..]);
         out.extend(crc.to_be_bytes());
     }
@@ -1107,4 +1142,39 @@ fn decoded_audio_past_its_budget_is_refused_and_memory_stays_bounded() {
     );
     assert!(growth <= budget + (128 << 20), "grew {} MB", growth >> 20);
     assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// A decoder child allowed one CPU second, and an upload whose decoding needs more (3
+/// hours of 48 kHz stereo, 142 KB of FLAC: about 3 s of CPU here, mostly resampling):
+/// the kernel stops that child, its request alone gets 413 in OpenAI's envelope naming
+/// the key, and a normal request sent meanwhile gets its transcript.
+#[test]
+fn a_file_past_the_decoder_limits_costs_only_its_own_request() {
+    let started = std::time::Instant::now();
+    let server = Server::start_with_env(&[], &[("STENO_DECODER_CPU_SECONDS", "1")]);
+    let jfk = assets::jfk().path;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let long = dir.path().join("three-hours-48k-stereo.flac");
+    // 65 535 frames a block: 7 900 blocks are 10 786 s, within max_audio_seconds.
+    let blocks = 7_900;
+    let flac = flac_silence_as(blocks, u64::from(blocks) * 65_535, FlacLayout::STEREO_48K);
+    std::fs::write(&long, flac).unwrap();
+    let costly = server
+        .transcription(&long)
+        .max_time(Duration::from_secs(40))
+        .spawn();
+    let normal = server.transcribe(&jfk, &[]);
+    let costly = costly.wait();
+    normal.expect_status(200);
+    check(&normal, Expect::Jfk).unwrap();
+    let error = costly.expect_error(413);
+    assert_eq!(error.param.as_deref(), Some("file"), "{costly:?}");
+    assert!(
+        error.message.contains("limits.decoder_cpu_seconds"),
+        "{}",
+        error.message
+    );
+    let elapsed = started.elapsed();
+    eprintln!("413 for the costly file, 200 for jfk, in {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
 }

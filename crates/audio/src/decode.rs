@@ -67,19 +67,99 @@ pub fn decode_owned<B>(bytes: B, hint: Option<&str>, limits: &Limits) -> Result<
 where
     B: AsRef<[u8]> + Send + Sync + 'static,
 {
+    let mut samples = Collect::default();
+    let source = decode_into(bytes, hint, limits, &mut samples)?;
+    Ok(source.with_samples(samples.0))
+}
+
+/// Where decoded 16 kHz mono samples go, a chunk at a time as decoding produces them,
+/// so that nothing needs to hold the whole file's samples but their final owner (the
+/// decoder child writes each chunk to the server: see [`crate::child`]).
+pub trait SampleSink {
+    /// The source declares about `samples` in all (the container's length, capped by the
+    /// limits; a hint to size memory, not a promise). Called at most once per attempt,
+    /// before the first [`SampleSink::write`]; an error stops decoding.
+    fn expect(&mut self, samples: usize) -> Result<(), AudioError> {
+        let _ = samples;
+        Ok(())
+    }
+    /// The next samples, each in [-1, 1]; an error stops decoding and is returned.
+    fn write(&mut self, samples: &[f32]) -> Result<(), AudioError>;
+    /// Decoding starts over from the first sample (a damaged Matroska file read again
+    /// front to back): forget what was written.
+    fn restart(&mut self) -> Result<(), AudioError>;
+}
+
+/// What decoding reports besides the samples it wrote to its [`SampleSink`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SourceInfo {
+    /// Sample rate of the source stream (the first one, if it changed mid-stream).
+    pub source_rate: u32,
+    /// Channel count of the source stream (the first decoded packet's).
+    pub source_channels: u16,
+    /// Duration of the decoded audio in seconds, measured at the source rate.
+    pub duration_seconds: f64,
+}
+
+impl SourceInfo {
+    /// The [`Audio`] of these `samples`.
+    pub fn with_samples(self, samples: Vec<f32>) -> Audio {
+        Audio {
+            samples,
+            source_rate: self.source_rate,
+            source_channels: self.source_channels,
+            duration_seconds: self.duration_seconds,
+        }
+    }
+}
+
+/// A [`SampleSink`] that keeps every sample in memory.
+#[derive(Default)]
+struct Collect(Vec<f32>);
+
+impl SampleSink for Collect {
+    /// Sized from what the source declares, capped at 10 minutes so that a lying
+    /// header cannot reserve memory.
+    fn expect(&mut self, samples: usize) -> Result<(), AudioError> {
+        self.0.reserve(samples.min(10 * 60 * SAMPLE_RATE as usize));
+        Ok(())
+    }
+
+    fn write(&mut self, samples: &[f32]) -> Result<(), AudioError> {
+        self.0.extend_from_slice(samples);
+        Ok(())
+    }
+
+    fn restart(&mut self) -> Result<(), AudioError> {
+        self.0.clear();
+        Ok(())
+    }
+}
+
+/// [`decode_owned`], its samples written to `sink` as they are decoded rather than
+/// returned: memory for one chunk, not the file.
+pub fn decode_into<B>(
+    bytes: B,
+    hint: Option<&str>,
+    limits: &Limits,
+    sink: &mut dyn SampleSink,
+) -> Result<SourceInfo, AudioError>
+where
+    B: AsRef<[u8]> + Send + Sync + 'static,
+{
     let len = bytes.as_ref().len();
     check_upload(len, limits)?;
     check_declared_sizes(bytes.as_ref())?;
     let hint = hint.map(str::trim).filter(|h| !h.is_empty());
     let bytes = Shared(Arc::new(bytes));
-    let attempt = |seekable: bool| {
+    let attempt = |seekable: bool, sink: &mut dyn SampleSink| {
         catch_unwind(AssertUnwindSafe(|| {
             let source: Box<dyn MediaSource> = if seekable {
                 Box::new(Cursor::new(bytes.clone()))
             } else {
                 Box::new(ReadOnlySource::new(Cursor::new(bytes.clone())))
             };
-            decode_container(source, len, hint, limits)
+            decode_container(source, len, hint, limits, sink)
         }))
         .unwrap_or_else(|_| {
             Err(AudioError::Corrupt(
@@ -87,14 +167,15 @@ where
             ))
         })
     };
-    let result = attempt(true);
+    let result = attempt(true, sink);
     // symphonia's Matroska reader follows the SeekHead to elements at the end of the file
     // (Cues, Tags) and fails, or panics, where a truncated upload lacks them. Read such a
     // file once more front to back, as a live stream (what browsers record), so the audio
     // that did arrive is decoded. At most twice the work, only for damaged Matroska.
     if matches!(result, Err(AudioError::Corrupt(_))) && is_matroska(bytes.as_ref()) {
-        if let Ok(audio) = attempt(false) {
-            return Ok(audio);
+        sink.restart()?;
+        if let Ok(source) = attempt(false, sink) {
+            return Ok(source);
         }
     }
     result
@@ -158,7 +239,8 @@ pub fn decode_raw_pcm_s16le(
         return Err(AudioError::TooLong { seconds, limit });
     }
 
-    let mut sink = MonoSink::new(sample_rate, frames);
+    let mut samples = Collect::default();
+    let mut sink = MonoSink::new(sample_rate, frames, &mut samples)?;
     let mut mono = Vec::with_capacity(RAW_CHUNK_FRAMES);
     for chunk in bytes.chunks(RAW_CHUNK_FRAMES * frame_bytes) {
         mono.clear();
@@ -170,10 +252,11 @@ pub fn decode_raw_pcm_s16le(
                 .sum();
             sum as f32 * scale
         }));
-        sink.push(&mono);
+        sink.push(&mono, &mut samples)?;
     }
+    sink.finish(&mut samples)?;
     Ok(Audio {
-        samples: sink.finish(),
+        samples: samples.0,
         source_rate: sample_rate,
         source_channels: channels,
         duration_seconds: seconds,
@@ -198,14 +281,15 @@ fn decode_container(
     len: usize,
     hint: Option<&str>,
     limits: &Limits,
-) -> Result<Audio, AudioError> {
+    sink: &mut dyn SampleSink,
+) -> Result<SourceInfo, AudioError> {
     let mut format = open_container(source, hint)?;
     let track = first_audio_track(format.tracks())?;
     check_declared_stream(&track, len, limits)?;
     let decoder = crate::opus::codecs()
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|e| codec_error(e, track.codec_params.codec))?;
-    decode_track(format.as_mut(), decoder, &track, len, limits)
+    decode_track(format.as_mut(), decoder, &track, len, limits, sink)
 }
 
 /// Probes the container format from the content (`hint` only names it in errors).
@@ -263,13 +347,14 @@ fn decode_track(
     track: &Track,
     len: usize,
     limits: &Limits,
-) -> Result<Audio, AudioError> {
+    sink: &mut dyn SampleSink,
+) -> Result<SourceInfo, AudioError> {
     // A packet carries at least a byte of the upload, so more packets than bytes means a
     // demuxer going round in circles on hostile input.
     let max_packets = len as u64 + 10_000;
     let mut packets = 0u64;
     let mut damage = Damage::new(limits.max_decode_errors);
-    let mut output = TrackOutput::new(limits, declared_frames(track));
+    let mut output = TrackOutput::new(limits, declared_frames(track), sink);
     loop {
         if packets >= max_packets {
             return Err(AudioError::Corrupt(
@@ -412,7 +497,8 @@ impl DecodedLength {
     }
 }
 
-/// Decoded buffers of one track → 16 kHz mono, under the duration and sample limits.
+/// Decoded buffers of one track → 16 kHz mono into a [`SampleSink`], under the duration
+/// and sample limits.
 struct TrackOutput<'a> {
     limits: &'a Limits,
     /// The sample budget: `max_samples_per_second` × `max_duration_seconds`.
@@ -425,10 +511,11 @@ struct TrackOutput<'a> {
     sink: Option<MonoSink>,
     /// The current buffer downmixed, reused between buffers.
     mono: Vec<f32>,
+    out: &'a mut dyn SampleSink,
 }
 
 impl<'a> TrackOutput<'a> {
-    fn new(limits: &'a Limits, declared_frames: usize) -> Self {
+    fn new(limits: &'a Limits, declared_frames: usize, out: &'a mut dyn SampleSink) -> Self {
         TrackOutput {
             limits,
             max_channel_samples: f64::from(limits.max_samples_per_second)
@@ -438,6 +525,7 @@ impl<'a> TrackOutput<'a> {
             source: None,
             sink: None,
             mono: Vec::new(),
+            out,
         }
     }
 
@@ -463,17 +551,24 @@ impl<'a> TrackOutput<'a> {
             });
         }
         downmix(decoded, &mut self.mono);
-        let sink = self
-            .sink
-            .get_or_insert_with(|| MonoSink::new(rate, self.declared_frames));
-        sink.switch_rate(rate);
-        sink.push(&self.mono);
-        Ok(())
+        if self.sink.is_none() {
+            let declared = self.declared_frames.min(self.max_frames(rate, channels));
+            self.sink = Some(MonoSink::new(rate, declared, self.out)?);
+        }
+        let sink = self.sink.as_mut().expect("made above");
+        sink.switch_rate(rate, self.out)?;
+        sink.push(&self.mono, self.out)
+    }
+
+    /// Most frames at `rate` × `channels` the limits let through: what a declared
+    /// length is capped at before it sizes anything.
+    fn max_frames(&self, rate: u32, channels: u16) -> usize {
+        (self.limits.effective_max_seconds(rate, channels) * f64::from(rate)) as usize
     }
 
     /// The decoded audio; [`AudioError::Empty`] or [`AudioError::Corrupt`] (naming the first
     /// damaged packet) when there is none.
-    fn finish(self, damage: &Damage) -> Result<Audio, AudioError> {
+    fn finish(self, damage: &Damage) -> Result<SourceInfo, AudioError> {
         let (Some((source_rate, source_channels)), Some(sink)) = (self.source, self.sink) else {
             return Err(match &damage.first {
                 Some(error) => AudioError::Corrupt(format!("no audio could be decoded ({error})")),
@@ -483,8 +578,8 @@ impl<'a> TrackOutput<'a> {
         if damage.count > 0 {
             tracing::debug!(errors = damage.count, first = ?damage.first, "skipped damaged packets");
         }
-        Ok(Audio {
-            samples: sink.finish(),
+        sink.finish(self.out)?;
+        Ok(SourceInfo {
             source_rate,
             source_channels,
             duration_seconds: self.length.seconds,
@@ -758,28 +853,36 @@ fn downmix_planes<S: Sample + IntoSample<f32>>(buffer: &AudioBuffer<S>, mono: &m
     }
 }
 
-/// Collects mono audio at the source rate into 16 kHz output; restarts the resampler if
-/// the source rate changes mid-stream.
+/// Mono audio at the source rate → 16 kHz, written to a [`SampleSink`] a chunk at a
+/// time; restarts the resampler if the source rate changes mid-stream.
 struct MonoSink {
     rate: u32,
     resampler: Option<Resampler>,
+    /// Output not yet written.
     out: Vec<f32>,
 }
 
+/// 16 kHz samples written to the [`SampleSink`] at a time (1 s: 64 KiB).
+const SINK_CHUNK: usize = SAMPLE_RATE as usize;
+
 impl MonoSink {
-    /// `expected_frames` (at `rate`) only sizes the first allocation, capped so a lying
-    /// header cannot reserve memory.
-    fn new(rate: u32, expected_frames: usize) -> Self {
+    /// `expected_frames` (at `rate`) is what the source declares, told to `sink`.
+    fn new(
+        rate: u32,
+        expected_frames: usize,
+        sink: &mut dyn SampleSink,
+    ) -> Result<Self, AudioError> {
         let expected = ((expected_frames as u64).saturating_mul(u64::from(SAMPLE_RATE))
             / u64::from(rate)) as usize;
-        MonoSink {
+        sink.expect(expected)?;
+        Ok(MonoSink {
             rate,
             resampler: (rate != SAMPLE_RATE).then(|| Resampler::new(rate, SAMPLE_RATE)),
-            out: Vec::with_capacity(expected.min(10 * 60 * SAMPLE_RATE as usize)),
-        }
+            out: Vec::with_capacity(2 * SINK_CHUNK),
+        })
     }
 
-    fn switch_rate(&mut self, rate: u32) {
+    fn switch_rate(&mut self, rate: u32, sink: &mut dyn SampleSink) -> Result<(), AudioError> {
         if rate != self.rate {
             tracing::debug!(
                 from = self.rate,
@@ -791,24 +894,39 @@ impl MonoSink {
             }
             self.rate = rate;
             self.resampler = (rate != SAMPLE_RATE).then(|| Resampler::new(rate, SAMPLE_RATE));
+            self.flush(sink, SINK_CHUNK)?;
         }
+        Ok(())
     }
 
-    fn push(&mut self, mono: &[f32]) {
+    fn push(&mut self, mono: &[f32], sink: &mut dyn SampleSink) -> Result<(), AudioError> {
         match &mut self.resampler {
             Some(resampler) => resampler.push(mono, &mut self.out),
             None => self.out.extend_from_slice(mono),
         }
+        self.flush(sink, SINK_CHUNK)
     }
 
-    fn finish(mut self) -> Vec<f32> {
+    /// Writes what is left, the resampler's tail included.
+    fn finish(mut self, sink: &mut dyn SampleSink) -> Result<(), AudioError> {
         if let Some(resampler) = self.resampler.take() {
             resampler.finish(&mut self.out);
+        }
+        self.flush(sink, 1)
+    }
+
+    /// Writes the output to `sink` once there are at least `at_least` samples, each
+    /// clamped to [-1, 1].
+    fn flush(&mut self, sink: &mut dyn SampleSink, at_least: usize) -> Result<(), AudioError> {
+        if self.out.len() < at_least {
+            return Ok(());
         }
         for s in &mut self.out {
             // `clamp` keeps NaN; none should reach here, but the contract is [-1, 1].
             *s = if s.is_nan() { 0.0 } else { s.clamp(-1.0, 1.0) };
         }
-        self.out
+        let written = sink.write(&self.out);
+        self.out.clear();
+        written
     }
 }

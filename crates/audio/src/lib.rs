@@ -7,6 +7,8 @@
 //!
 //! * [`decode`] / [`decode_owned`] — any container/codec symphonia supports, and Opus in
 //!   Ogg, Matroska or WebM → [`Audio`].
+//! * [`decode_into`] — the same, each chunk of samples written to a [`SampleSink`] as it
+//!   is decoded (the decoder child streams them to the server this way).
 //! * [`decode_raw_pcm_s16le`] — headerless little-endian 16-bit PCM → [`Audio`].
 //! * [`child`] — the wire format for decoding in a child process, so that a decoder that
 //!   aborts (symphonia allocating what a crafted file declares) costs one upload, not the
@@ -33,7 +35,7 @@ mod opus_tests;
 #[cfg(test)]
 mod testutil;
 
-pub use decode::{decode, decode_owned, decode_raw_pcm_s16le};
+pub use decode::{decode, decode_into, decode_owned, decode_raw_pcm_s16le, SampleSink, SourceInfo};
 pub use error::AudioError;
 
 /// The sample rate of every [`Audio`] this crate returns, and what [`vad`] assumes.

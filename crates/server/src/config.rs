@@ -69,6 +69,10 @@ pub struct LimitsConfig {
     pub upload_min_bytes_per_second: u64,
     /// Decoded samples (4 bytes each) all requests hold together; past it, 429.
     pub max_audio_bytes_in_flight: usize,
+    /// Address space each decoder child may map (`RLIMIT_AS`); past it, that upload 400.
+    pub decoder_memory_bytes: u64,
+    /// CPU time each decoder child may use (`RLIMIT_CPU`); past it, that upload 413.
+    pub decoder_cpu_seconds: f64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -202,6 +206,11 @@ impl Config {
         }
         if self.limits.max_audio_bytes_in_flight == 0 {
             return fail("limits.max_audio_bytes_in_flight must be at least 1");
+        }
+        if self.limits.decoder_memory_bytes == 0 || self.limits.decoder_cpu_seconds <= 0.0 {
+            return fail(
+                "limits.decoder_memory_bytes and limits.decoder_cpu_seconds must be positive",
+            );
         }
         if self.server.api_keys.iter().any(|k| k.trim().is_empty()) {
             return fail("server.api_keys must not contain empty keys");

@@ -16,7 +16,7 @@ use std::time::Duration;
 use steno_audio::{child, Audio, AudioError, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::audio_budget::{AudioBudget, Reservation};
+use crate::audio_budget::{AudioBudget, BudgetedSamples, Reservation};
 use crate::error::ApiError;
 
 /// The audio decoder: decodes uploads (any container [`steno_audio`] reads) to samples,
@@ -27,6 +27,45 @@ pub struct Decoder {
     program: Option<PathBuf>,
     /// Every upload's samples are reserved here before they are allocated.
     budget: AudioBudget,
+    limits: ChildLimits,
+}
+
+/// What each decoder child may use (`limits.decoder_memory_bytes`,
+/// `limits.decoder_cpu_seconds`), given to it as arguments and set by [`limit_child`]
+/// before it reads the upload.
+#[derive(Clone, Copy, Debug, PartialEq, clap::Args)]
+pub struct ChildLimits {
+    /// Address space the child may map (`RLIMIT_AS`), in bytes.
+    #[arg(long)]
+    pub memory_bytes: u64,
+    /// CPU time the child may use (`RLIMIT_CPU`, whole seconds, rounded up).
+    #[arg(long)]
+    pub cpu_seconds: f64,
+}
+
+impl ChildLimits {
+    /// The limits of `config`'s `[limits]` section.
+    pub fn from_config(limits: &crate::config::LimitsConfig) -> Self {
+        ChildLimits {
+            memory_bytes: limits.decoder_memory_bytes,
+            cpu_seconds: limits.decoder_cpu_seconds,
+        }
+    }
+
+    /// The arguments of the `decode-child` subcommand that carry them.
+    fn args(&self) -> [String; 4] {
+        [
+            "--memory-bytes".into(),
+            self.memory_bytes.to_string(),
+            "--cpu-seconds".into(),
+            self.cpu_seconds.to_string(),
+        ]
+    }
+
+    /// `RLIMIT_CPU`'s soft limit: whole seconds, at least one.
+    fn cpu_limit(&self) -> u64 {
+        self.cpu_seconds.ceil().max(1.0) as u64
+    }
 }
 
 /// The subcommand of `steno` that runs [`child::serve`] on stdin and stdout.
@@ -48,14 +87,19 @@ const CHILD_ENV: &[&str] = &[
 const STDERR_KEPT: usize = 2048;
 
 impl Decoder {
-    /// Children run this very executable; decoded samples come out of `budget`.
-    pub fn this_executable(budget: AudioBudget) -> Self {
+    /// Children run this very executable under `limits`; decoded samples come out of
+    /// `budget`.
+    pub fn this_executable(budget: AudioBudget, limits: ChildLimits) -> Self {
         let program = std::env::current_exe()
             .inspect_err(|e| {
                 tracing::warn!("decoding uploads in process: cannot find this executable: {e}")
             })
             .ok();
-        Decoder { program, budget }
+        Decoder {
+            program,
+            budget,
+            limits,
+        }
     }
 
     /// The budget decoded samples come out of (raw PCM, converted without a child,
@@ -76,7 +120,14 @@ impl Decoder {
     ) -> Result<(Audio, Reservation), ApiError> {
         let budget = self.budget.clone();
         match &self.program {
-            Some(program) => decode_in_child(program, bytes, hint, limits, timeout, budget).await,
+            Some(program) => {
+                let child = Child {
+                    program,
+                    limits: self.limits,
+                    budget,
+                };
+                decode_in_child(child, bytes, hint, limits, timeout).await
+            }
             None => {
                 let audio = tokio::task::spawn_blocking(move || {
                     steno_audio::decode_owned(bytes, hint.as_deref(), &limits)
@@ -90,17 +141,28 @@ impl Decoder {
     }
 }
 
+/// What a decoder child is run with.
+struct Child<'a> {
+    program: &'a Path,
+    limits: ChildLimits,
+    budget: AudioBudget,
+}
+
 /// One child per upload: the upload goes in on stdin, the reply comes back on stdout,
 /// stderr is kept for the log.
 async fn decode_in_child(
-    program: &Path,
+    child: Child<'_>,
     bytes: Vec<u8>,
     hint: Option<String>,
     limits: Limits,
     timeout: Duration,
-    budget: AudioBudget,
 ) -> Result<(Audio, Reservation), ApiError> {
-    let (mut process, stdout) = spawn_child(program)?;
+    let Child {
+        program,
+        limits: child_limits,
+        budget,
+    } = child;
+    let (mut process, stdout) = spawn_child(program, &child_limits)?;
     let (Some(mut stdin), Some(stderr)) = (process.stdin.take(), process.stderr.take()) else {
         return Err(ApiError::internal("the decoder process has no pipes"));
     };
@@ -129,37 +191,84 @@ async fn decode_in_child(
     match reply.map_err(ApiError::internal)? {
         Ok(result) => result,
         Err(e) => {
-            let status = status.map_or_else(|e| e.to_string(), describe);
-            tracing::warn!(%status, reply = %e, stderr = %log, "the decoder process failed on an upload");
-            Err(AudioError::Corrupt(format!(
-                "the decoder stopped on this file ({status}); it is damaged or not audio"
-            ))
-            .into())
+            let status = status.map_err(|e| e.to_string());
+            let shown = status.as_ref().map_or_else(Clone::clone, |s| describe(*s));
+            tracing::warn!(status = %shown, reply = %e, stderr = %log, "the decoder process failed on an upload");
+            Err(child_failure(status.ok(), &shown, &child_limits))
         }
     }
 }
 
-/// The child's reply, its samples reserved in `budget` from the count it declares
-/// before any is read (refused: the pipe closes and the child, writing, ends).
+/// The answer for an upload whose decoder child died. Out of CPU time (the kernel's
+/// SIGXCPU at `limits.decoder_cpu_seconds`) it is 413: the file may be sound, but
+/// decoding it costs more than this server grants one upload, so a retry (429, 503)
+/// would fail the same way and the client must send less (as for a file past
+/// `limits.max_audio_seconds`). Anything else (an abort on an allocation a file
+/// declares, past `limits.decoder_memory_bytes` or not) is the file's: 400.
+fn child_failure(status: Option<ExitStatus>, shown: &str, limits: &ChildLimits) -> ApiError {
+    if status.is_some_and(out_of_cpu_time) {
+        return ApiError::too_large(format!(
+            "decoding this file needs more than the {} s of CPU time this server grants an \
+             upload (limits.decoder_cpu_seconds); send a shorter or simpler file",
+            limits.cpu_limit()
+        ));
+    }
+    AudioError::Corrupt(format!(
+        "the decoder stopped on this file ({shown}); it is damaged or not audio"
+    ))
+    .into()
+}
+
+/// Whether the kernel stopped the child for its CPU time (SIGXCPU at the soft limit).
+fn out_of_cpu_time(status: ExitStatus) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        status.signal() == Some(libc::SIGXCPU)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = status;
+        false
+    }
+}
+
+/// The child's reply, read as it decodes: its samples reserved in `budget` before they
+/// are allocated, from the count the source declares and then chunk by chunk. Refused
+/// (429 or 413), the pipe closes and the child, writing, ends at once.
 fn read_reserved(
-    mut stdout: PipeReader,
+    stdout: PipeReader,
     limits: &Limits,
     budget: &AudioBudget,
 ) -> std::io::Result<Result<(Audio, Reservation), ApiError>> {
-    let head = match child::read_head(&mut stdout, limits)? {
-        Ok(head) => head,
-        Err(error) => return Ok(Err(error.into())),
-    };
-    let reservation = match budget.reserve_samples(head.sample_count()) {
-        Ok(reservation) => reservation,
-        Err(error) => return Ok(Err(error)),
-    };
-    Ok(Ok((child::read_samples(stdout, head)?, reservation)))
+    let mut reply = child::ReplyReader::new(stdout, limits)?;
+    let mut samples = BudgetedSamples::new(budget, reply.most_samples());
+    loop {
+        let taken = match reply.read_message()? {
+            child::Message::Expect(count) => samples.expect(count),
+            child::Message::Samples(chunk) => samples.extend(chunk),
+            child::Message::Restart => {
+                samples.clear();
+                Ok(())
+            }
+            child::Message::End(Ok(source)) => {
+                let (samples, reservation) = samples.finish();
+                return Ok(Ok((source.with_samples(samples), reservation)));
+            }
+            child::Message::End(Err(error)) => return Ok(Err(error.into())),
+        };
+        if let Err(refused) = taken {
+            return Ok(Err(refused));
+        }
+    }
 }
 
 /// Starts `program decode-child`, killed when dropped. The reply comes through a
 /// blocking pipe (read on a blocking thread), returned beside the child.
-fn spawn_child(program: &Path) -> Result<(tokio::process::Child, PipeReader), ApiError> {
+fn spawn_child(
+    program: &Path,
+    limits: &ChildLimits,
+) -> Result<(tokio::process::Child, PipeReader), ApiError> {
     let (stdout, child_stdout) =
         std::io::pipe().map_err(|e| ApiError::internal(format!("a pipe for the decoder: {e}")))?;
     // The command holds the pipe's write end: dropped on return, so that the reply reads
@@ -167,6 +276,7 @@ fn spawn_child(program: &Path) -> Result<(tokio::process::Child, PipeReader), Ap
     let mut command = tokio::process::Command::new(program);
     command
         .arg(SUBCOMMAND)
+        .args(limits.args())
         .env_clear()
         .envs(child_env(std::env::vars_os()))
         .stdin(Stdio::piped())
@@ -197,36 +307,34 @@ async fn stderr_text(mut stderr: tokio::process::ChildStderr) -> String {
     String::from_utf8_lossy(&kept).trim().to_string()
 }
 
-/// Address space the child may map. A 3-hour 48 kHz stereo FLAC (the longest audio
-/// accepted) needs between 1.2 and 1.5 GB here (measured with `prlimit --as`; peak RSS
-/// 0.69 GB); past this an allocation fails and the child aborts: that upload gets 400.
-pub const CHILD_MEMORY_BYTES: u64 = 2 << 30;
-
-/// CPU seconds the child may use: that same file takes 3.2 s; past this the kernel
-/// stops it (SIGXCPU, then SIGKILL a second later), whatever the load on the machine.
-pub const CHILD_CPU_SECONDS: u64 = 60;
+/// The child's whole life (`steno decode-child`): [`limit_child`], then one upload from
+/// stdin decoded to stdout. A server that stopped reading (it refused the samples, or
+/// its client left) is no failure: the child ends quietly, without building an error
+/// (with `RUST_BACKTRACE` set, an error's backtrace made each refused child load the
+/// executable's debug info, 80 MB).
+pub fn run_child(limits: &ChildLimits) -> std::io::Result<()> {
+    limit_child(limits);
+    match child::serve(std::io::stdin().lock(), std::io::stdout().lock()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
 
 /// For the child, first thing, before it reads the upload: no core file (a decoder
 /// that aborts on a hostile upload must not leave one behind each time, a client
-/// could fill the disk with them), and bounds on its memory and CPU time so that a
-/// file that needs more costs only its own request. macOS does not enforce
+/// could fill the disk with them), and `limits` on its memory and CPU time so that a
+/// file that needs more costs only its own request. The CPU limit's hard limit is a
+/// second past the soft one: SIGXCPU at the soft limit (which the server recognises),
+/// SIGKILL a second later should the child survive it. macOS does not enforce
 /// `RLIMIT_AS`; the decoder's own limits bound the memory there.
-pub fn limit_child() {
+pub fn limit_child(limits: &ChildLimits) {
     #[cfg(unix)]
     {
         set_limit(libc::RLIMIT_CORE, 0, 0, "core dumps");
-        set_limit(
-            libc::RLIMIT_AS,
-            CHILD_MEMORY_BYTES,
-            CHILD_MEMORY_BYTES,
-            "address space",
-        );
-        set_limit(
-            libc::RLIMIT_CPU,
-            CHILD_CPU_SECONDS,
-            CHILD_CPU_SECONDS + 1,
-            "CPU time",
-        );
+        let memory = limits.memory_bytes;
+        set_limit(libc::RLIMIT_AS, memory, memory, "address space");
+        let cpu = limits.cpu_limit();
+        set_limit(libc::RLIMIT_CPU, cpu, cpu + 1, "CPU time");
     }
 }
 
@@ -260,6 +368,7 @@ fn describe(status: ExitStatus) -> String {
                 libc::SIGABRT => "killed by SIGABRT".to_string(),
                 libc::SIGKILL => "killed by SIGKILL".to_string(),
                 libc::SIGSEGV => "killed by SIGSEGV".to_string(),
+                libc::SIGXCPU => "killed by SIGXCPU".to_string(),
                 signal => format!("killed by signal {signal}"),
             };
         }
@@ -301,7 +410,11 @@ mod tests {
         let mut permissions = std::fs::metadata(&script).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
         std::fs::set_permissions(&script, permissions).unwrap();
-        let (mut process, mut stdout) = spawn_child(&script).unwrap();
+        let limits = ChildLimits {
+            memory_bytes: 1 << 30,
+            cpu_seconds: 10.0,
+        };
+        let (mut process, mut stdout) = spawn_child(&script, &limits).unwrap();
         let _ = process.wait().await;
         let mut printed = String::new();
         stdout.read_to_string(&mut printed).unwrap();

@@ -37,7 +37,7 @@ enum Command {
     /// Decode one upload from stdin to stdout (the server runs this per upload; see
     /// steno_server::decoder).
     #[command(name = steno_server::decoder::SUBCOMMAND, hide = true)]
-    DecodeChild,
+    DecodeChild(steno_server::decoder::ChildLimits),
 }
 
 /// Flags override `--config FILE` and `STENO_*` variables, which override the
@@ -179,11 +179,7 @@ fn main() -> Result<()> {
             print!("{}", steno_server::routes::ApiDoc::json());
             Ok(())
         }
-        Command::DecodeChild => {
-            steno_server::decoder::limit_child();
-            steno_audio::child::serve(std::io::stdin().lock(), std::io::stdout().lock())?;
-            Ok(())
-        }
+        Command::DecodeChild(limits) => Ok(steno_server::decoder::run_child(&limits)?),
     }
 }
 

@@ -61,6 +61,7 @@ impl AppState {
             .map_or(0, |d| d.as_secs());
         let keys = ApiKeys::new(&config.server.api_keys);
         let budget = AudioBudget::new(config.limits.max_audio_bytes_in_flight);
+        let decoder_limits = crate::decoder::ChildLimits::from_config(&config.limits);
         Self {
             engine,
             keys,
@@ -68,7 +69,7 @@ impl AppState {
             permits,
             uploads,
             started,
-            decoder: crate::decoder::Decoder::this_executable(budget),
+            decoder: crate::decoder::Decoder::this_executable(budget, decoder_limits),
             metrics,
         }
     }
