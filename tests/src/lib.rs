@@ -5,6 +5,7 @@ pub mod assets;
 pub mod bench;
 pub mod cli;
 pub mod der;
+pub mod live;
 pub mod nginx;
 pub mod pcm24;
 pub mod prometheus;

@@ -62,12 +62,24 @@ pub struct RowRules {
 pub const MAX_KEYWORD_BIAS: f32 = 4.0;
 
 /// `keywords[]`: each term's tokens, and the bias added to the logit of the token that
-/// starts a term (or continues one the row has begun) wherever the rules allow it.
+/// starts a term (where that token is distinctive) or continues one the row has begun,
+/// wherever the rules allow it.
 #[derive(Clone, Debug, Default)]
 pub struct KeywordBias {
-    pub terms: Vec<Vec<u32>>,
+    pub terms: Vec<KeywordTerm>,
     /// At most [`MAX_KEYWORD_BIAS`] (clamped where applied).
     pub bias: f32,
+}
+
+/// One term of [`KeywordBias`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KeywordTerm {
+    pub tokens: Vec<u32>,
+    /// Whether the first token is favoured before the row has begun the term. Off for a
+    /// short, common first token (" K" of " Kowalczyk"): favouring it everywhere turned
+    /// words of unrelated speech into "K…"; the term is still continued once the model
+    /// writes that token by itself.
+    pub favour_start: bool,
 }
 
 impl KeywordBias {
@@ -78,11 +90,15 @@ impl KeywordBias {
             .terms
             .iter()
             .filter_map(|term| {
-                let begun = (1..term.len())
+                let tokens = &term.tokens;
+                let begun = (1..tokens.len())
                     .rev()
-                    .find(|&k| sampled.ends_with(&term[..k]))
-                    .unwrap_or(0);
-                term.get(begun).copied()
+                    .find(|&k| sampled.ends_with(&tokens[..k]));
+                match begun {
+                    Some(k) => tokens.get(k).copied(),
+                    None if term.favour_start => tokens.first().copied(),
+                    None => None,
+                }
             })
             .collect();
         next.sort_unstable();
@@ -1131,14 +1147,32 @@ mod tests {
         assert!(!r.degenerate && r.finished.is_none());
     }
 
+    fn term(tokens: &[u32]) -> KeywordTerm {
+        KeywordTerm {
+            tokens: tokens.to_vec(),
+            favour_start: true,
+        }
+    }
+
     fn keyword_rules(terms: &[&[u32]], bias: f32) -> RowRules {
         RowRules {
             keywords: KeywordBias {
-                terms: terms.iter().map(|t| t.to_vec()).collect(),
+                terms: terms.iter().map(|t| term(t)).collect(),
                 bias,
             },
             ..text_rules()
         }
+    }
+
+    #[test]
+    fn a_common_first_token_is_only_continued() {
+        let mut rules = keyword_rules(&[], 2.0);
+        rules.keywords.terms = vec![KeywordTerm {
+            tokens: vec![4, 5, 6],
+            favour_start: false,
+        }];
+        assert_eq!(ruled(&rules, &[1])[4], 1.0, "not started for the model");
+        assert_eq!(ruled(&rules, &[1, 4])[5], 3.0, "continued once it starts");
     }
 
     /// The logits after the rules, from flat ones.
@@ -1199,7 +1233,7 @@ mod tests {
         // timestamp rule before the bias, which then has nothing to lift.
         let rules = RowRules {
             keywords: KeywordBias {
-                terms: vec![vec![4]],
+                terms: vec![term(&[4])],
                 bias: MAX_KEYWORD_BIAS,
             },
             ..timestamp_rules()
