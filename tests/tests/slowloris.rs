@@ -281,3 +281,123 @@ fn slow_clients_cannot_lock_out_normal_ones() {
     assert_eq!(counted("200"), NORMAL_REQUESTS, "200s counted vs received");
     eprintln!("whole test {:.1} s", started.elapsed().as_secs_f64());
 }
+
+/// Upload slots for this server.
+const UPLOAD_SLOTS: usize = 2;
+/// Open connections for this server.
+const CONNECTIONS: usize = 4;
+
+/// `server.max_uploads_in_progress` and `server.max_connections`, on one server with
+/// two of one and four of the other. Two uploads held half-sent take both upload slots:
+/// a third is answered 429 with `Retry-After` in OpenAI's envelope at once (counted
+/// under `uploads`), and once the held ones leave a new upload gets its transcript.
+/// Then four kept-alive connections fill the cap: a fifth connects (the kernel's
+/// backlog takes it) but is not served while they stay, and is served within a few
+/// seconds once one of them closes.
+#[test]
+fn upload_slots_and_the_connection_cap_bound_what_clients_hold() {
+    let started = Instant::now();
+    let server = Server::start_with_env(
+        &[],
+        &[
+            ("STENO_MAX_UPLOADS_IN_PROGRESS", &UPLOAD_SLOTS.to_string()),
+            ("STENO_MAX_CONNECTIONS", &CONNECTIONS.to_string()),
+        ],
+    );
+    let address = server.address();
+    let jfk = assets::jfk();
+    let form = stress::transcription_form(&jfk.path, "whisper-1");
+
+    let held: Vec<TcpStream> = (0..UPLOAD_SLOTS)
+        .map(|_| {
+            form.clone()
+                .without_expect()
+                .send_partial(address, 200)
+                .unwrap()
+        })
+        .collect();
+    stress::wait_for_metrics(&server, Duration::from_secs(10), "uploads held", |m| {
+        stress::value(m, "steno_requests_in_flight") == UPLOAD_SLOTS as f64
+    });
+    let refused = form.clone().send(address, Duration::from_secs(10)).unwrap();
+    let error = refused.expect_error(429);
+    assert_eq!(error.kind, "rate_limit_exceeded", "{refused:?}");
+    assert_eq!(error.code.as_deref(), Some("rate_limit_exceeded"));
+    let retry_after: u64 = refused
+        .header("retry-after")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a Retry-After in seconds: {refused:?}"));
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        stress::metric_with(&server, "steno_rejections_total", "reason", "uploads"),
+        1.0
+    );
+    drop(held);
+    let admitted = form.clone().send(address, Duration::from_secs(30)).unwrap();
+    assert_eq!(admitted.status, 200, "{}", admitted.body);
+    let text = admitted.json()["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_wer(
+        &jfk.reference,
+        &text,
+        JFK_WER,
+        "the upload after the slots came back",
+    );
+    let slots_done = started.elapsed();
+    // Every answer counted once: the held uploads left unanswered (their client went).
+    stress::wait_until_idle(&server, Duration::from_secs(10));
+    let metrics = server.metrics();
+    let counted = |status: &str| {
+        prometheus::samples(&metrics, "steno_requests_total")
+            .iter()
+            .filter(|s| {
+                s.label("route") == Some(stress::TRANSCRIPTIONS)
+                    && s.label("status") == Some(status)
+            })
+            .map(|s| s.value)
+            .sum::<f64>()
+    };
+    assert_eq!((counted("429"), counted("200")), (1.0, 1.0), "{metrics}");
+
+    // The cap: CONNECTIONS kept alive, each after one answered request.
+    let health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut open: Vec<TcpStream> = (0..CONNECTIONS)
+        .map(|_| {
+            let mut socket = TcpStream::connect(address).expect("connect");
+            socket.write_all(health).unwrap();
+            assert!(read_status(&mut socket, Duration::from_secs(10)).is_some());
+            socket
+        })
+        .collect();
+    let mut waiting = TcpStream::connect(address).expect("the backlog takes the connection");
+    waiting.write_all(health).unwrap();
+    let unserved = read_status(&mut waiting, Duration::from_secs(2));
+    assert_eq!(unserved, None, "served past server.max_connections");
+    let closed = Instant::now();
+    drop(open.pop());
+    let served = read_status(&mut waiting, Duration::from_secs(5));
+    let after = closed.elapsed();
+    assert_eq!(
+        served,
+        Some(200),
+        "not served {after:?} after a connection closed"
+    );
+    eprintln!(
+        "upload slots: 429 with Retry-After {retry_after} s, then 200 ({slots_done:.1?}); \
+         connection cap: the fifth waited 2 s unserved, served {after:.2?} after one closed; \
+         whole test {:.1?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// The status of the next answer on `socket`, or `None` when none starts within `within`.
+fn read_status(socket: &mut TcpStream, within: Duration) -> Option<u16> {
+    socket.set_read_timeout(Some(within)).unwrap();
+    let mut buffer = [0u8; 4096];
+    let n = socket.read(&mut buffer).ok().filter(|&n| n > 0)?;
+    let text = String::from_utf8_lossy(&buffer[..n]);
+    text.split(' ').nth(1).and_then(|s| s.parse().ok())
+}
