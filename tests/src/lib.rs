@@ -3,6 +3,7 @@
 
 pub mod assets;
 pub mod bench;
+pub mod browser;
 pub mod cli;
 pub mod der;
 pub mod live;

@@ -5,12 +5,19 @@
 //! `nginx.conf` of a single foreground process (`master_process off`, `daemon off`) whose
 //! pid file, logs and temporary files all live in one directory. [`check`] runs `nginx -t`
 //! on it; [`Nginx::start`] runs it until the [`Nginx`] is dropped. Clients reach it over
-//! HTTPS with a certificate from [`self_signed`].
+//! HTTPS with a certificate from [`self_signed`], and live sessions over `wss://`
+//! ([`Nginx::websocket`]).
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::http::HeaderValue;
 
 use crate::server::Request;
 
@@ -104,7 +111,8 @@ pub struct Certificate {
 }
 
 /// A self-signed certificate for 127.0.0.1 and localhost (an ECDSA P-256 key: fast to
-/// generate), written into `dir` by `openssl req -x509`. Clients trust it as its own CA.
+/// generate), written into `dir` by `openssl req -x509`. Clients trust it as its own
+/// anchor.
 pub fn self_signed(dir: &Path) -> Certificate {
     let certificate = Certificate {
         certificate: dir.join("test-certificate.pem"),
@@ -121,6 +129,9 @@ pub fn self_signed(dir: &Path) -> Certificate {
         ])
         .args(["-subj", "/CN=127.0.0.1"])
         .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        // A server certificate, not a CA (openssl's default): rustls refuses a CA
+        // certificate as a server's own; curl trusts either.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .arg("-keyout")
         .arg(&certificate.key)
         .arg("-out")
@@ -133,6 +144,25 @@ pub fn self_signed(dir: &Path) -> Certificate {
         String::from_utf8_lossy(&output.stderr)
     );
     certificate
+}
+
+/// A WebSocket over TLS to nginx (see [`Nginx::websocket`]).
+pub type TlsWebSocket =
+    tungstenite::WebSocket<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>;
+
+/// A TLS client that trusts only the certificate in the PEM file `ca`.
+fn tls_config(ca: &Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certificate =
+        CertificateDer::from_pem_file(ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display()));
+    roots.add(certificate).expect("a usable CA certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
 }
 
 /// A running nginx; killed on drop.
@@ -191,6 +221,39 @@ impl Nginx {
     /// A POST to `path` that verifies nginx's certificate.
     pub fn post(&self, path: &str) -> Request {
         Request::post(self.url(path)).arg("--cacert").arg(&self.ca)
+    }
+
+    /// A WebSocket to `path` through nginx (`wss://`, verifying its certificate), offering
+    /// `protocols` (`Sec-WebSocket-Protocol`); reads block for at most `read_timeout`.
+    /// `Err` with the reason when the connection or the handshake fails.
+    pub fn websocket(
+        &self,
+        path: &str,
+        protocols: &[&str],
+        read_timeout: Duration,
+    ) -> Result<TlsWebSocket, String> {
+        let mut request = format!("wss://127.0.0.1:{}{path}", self.port)
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        if !protocols.is_empty() {
+            let offered =
+                HeaderValue::from_str(&protocols.join(", ")).map_err(|e| e.to_string())?;
+            request
+                .headers_mut()
+                .insert("sec-websocket-protocol", offered);
+        }
+        let tcp = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(read_timeout))
+            .map_err(|e| e.to_string())?;
+        let name = ServerName::try_from("127.0.0.1").expect("an IP address");
+        let tls =
+            rustls::ClientConnection::new(tls_config(&self.ca), name).map_err(|e| e.to_string())?;
+        let stream = rustls::StreamOwned::new(tls, tcp);
+        let (socket, _) = tungstenite::client::client(request, stream).map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(e) => e.to_string(),
+            tungstenite::HandshakeError::Interrupted(_) => "handshake timed out".to_string(),
+        })?;
+        Ok(socket)
     }
 
     /// The log file `name` in [`Nginx::dir`] (empty when absent).

@@ -11,7 +11,9 @@
 //!   test generates (plain HTTP only redirects), streams and carries request ids through
 //!   it, and a pool of two real servers behind it answers every transcription correctly
 //!   while one of them is killed mid-stream, except the one request that instance died
-//!   under, which nginx does not replay.
+//!   under, which nginx does not replay; and live sessions (WebSocket, /v1/realtime)
+//!   through it while one instance is killed: its session ends at once (never a hang),
+//!   the other's transcribes jfk.wav, and a reconnect is served by the survivor.
 //!
 //! Several tests start servers: run one test at a time (`--test-threads 1`). The nginx
 //! tests are skipped with a note when nginx is not installed (`make setup` installs it).
@@ -21,10 +23,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use serde_json::{json, Value};
-use steno_e2e::nginx::{self, Nginx};
+use steno_e2e::live::SessionOptions;
+use steno_e2e::nginx::{self, Nginx, TlsWebSocket};
 use steno_e2e::server::{Request, Response, Server};
-use steno_e2e::{assets, cli, prometheus, wer};
+use steno_e2e::{assets, cli, pcm24, prometheus, wer};
 
 const TRANSCRIPTIONS: &str = "/v1/audio/transcriptions";
 /// Word error rate allowed on the 11-second JFK clip (22 words: two edits).
@@ -1162,6 +1166,9 @@ fn nginx_accepts_the_site_config() {
         "proxy_send_timeout 3600s;",
         "proxy_set_header X-Request-Id $steno_request_id;",
         "location = /health {",
+        "location /v1/realtime {",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Connection $steno_connection;",
         "listen 443 ssl;",
         "return 308 https://$host$request_uri;",
     ] {
@@ -1367,4 +1374,271 @@ fn nginx_fails_over_a_killed_instance_without_replaying_its_request() {
         "no request moved off the killed instance ({retried}):\n{access}"
     );
     eprintln!("moved to the survivor:\n{}", retries.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------
+// nginx: live sessions (WebSocket)
+
+const REALTIME: &str = "/v1/realtime?intent=transcription";
+/// How soon a client must learn that its instance died: nginx closes its connection when
+/// the instance's goes, not after proxy_read_timeout.
+const CLOSE_WITHIN: Duration = Duration::from_secs(5);
+/// Reads wait this long at most, so one thread can watch several sessions.
+const POLL: Duration = Duration::from_millis(100);
+/// Appends of this much audio.
+const CHUNK_MS: usize = 100;
+
+/// What one read of a live session brought.
+enum Heard {
+    /// A server event (kept in [`LiveSession::events`]).
+    Event,
+    /// The connection ended: a close frame (its code) or the stream's end.
+    Ended(String),
+    Nothing,
+}
+
+/// A Realtime transcription session through nginx (wss://, the key-less subprotocol).
+struct LiveSession {
+    socket: TlsWebSocket,
+    /// Every server event so far.
+    events: Vec<Value>,
+}
+
+impl LiveSession {
+    /// Opens a session and configures it (OpenAI's current shape, server VAD, English).
+    fn open(nginx: &Nginx) -> LiveSession {
+        let socket = nginx
+            .websocket(REALTIME, &["realtime"], POLL)
+            .unwrap_or_else(|e| panic!("no live session through nginx: {e}"));
+        let mut session = LiveSession {
+            socket,
+            events: Vec::new(),
+        };
+        session
+            .send(&SessionOptions::default().event())
+            .expect("send session.update");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !session.saw("session.updated") {
+            assert!(
+                Instant::now() < deadline,
+                "no session.updated: {:?}",
+                session.events
+            );
+            if let Heard::Ended(why) = session.poll() {
+                panic!("the session ended before it was configured: {why}");
+            }
+        }
+        session
+    }
+
+    fn send(&mut self, event: &Value) -> Result<(), String> {
+        self.socket
+            .send(tungstenite::Message::text(event.to_string()))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Appends `pcm` (24 kHz PCM16) in [`CHUNK_MS`] pieces, as fast as the socket takes
+    /// them; the server's VAD reads the audio's own clock, not the wall clock.
+    fn append(&mut self, pcm: &[u8]) -> Result<(), String> {
+        let chunk = pcm24::BYTES_PER_SECOND * CHUNK_MS / 1000;
+        for piece in pcm.chunks(chunk) {
+            let audio = base64::engine::general_purpose::STANDARD.encode(piece);
+            self.send(&json!({"type": "input_audio_buffer.append", "audio": audio}))?;
+        }
+        Ok(())
+    }
+
+    /// One read, waiting at most [`POLL`].
+    fn poll(&mut self) -> Heard {
+        match self.socket.read() {
+            Ok(tungstenite::Message::Text(text)) => {
+                let event: Value = serde_json::from_str(&text).expect("events are JSON");
+                self.events.push(event);
+                Heard::Event
+            }
+            Ok(tungstenite::Message::Close(frame)) => {
+                Heard::Ended(format!("close frame {frame:?}"))
+            }
+            Ok(_) => Heard::Nothing,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Heard::Nothing
+            }
+            Err(e) => Heard::Ended(e.to_string()),
+        }
+    }
+
+    fn saw(&self, kind: &str) -> bool {
+        self.events.iter().any(|e| e["type"] == kind)
+    }
+
+    fn count(&self, kind: &str) -> usize {
+        self.events.iter().filter(|e| e["type"] == kind).count()
+    }
+
+    /// Waits until every turn the server's VAD started has its transcript (at most
+    /// `timeout`); returns the transcripts joined in order.
+    fn transcript(&mut self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let completed = "conversation.item.input_audio_transcription.completed";
+        loop {
+            let started = self.count("input_audio_buffer.speech_started");
+            if started > 0 && self.count(completed) >= started {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "turns not transcribed within {timeout:?}: {:?}",
+                self.events
+            );
+            if let Heard::Ended(why) = self.poll() {
+                panic!("the session ended: {why}; events {:?}", self.events);
+            }
+        }
+        // In the order the turns were spoken: a short turn may complete before a longer
+        // one before it.
+        let transcript = |item: &Value| {
+            self.events
+                .iter()
+                .find(|e| e["type"] == completed && e["item_id"] == *item)
+                .and_then(|e| e["transcript"].as_str())
+                .unwrap_or_default()
+        };
+        let texts: Vec<&str> = self
+            .events
+            .iter()
+            .filter(|e| e["type"] == "input_audio_buffer.speech_started")
+            .map(|e| transcript(&e["item_id"]))
+            .collect();
+        texts.join(" ")
+    }
+}
+
+/// Which of `sessions` end within `within`: their indexes, when (since the call) and why,
+/// reading them in turn.
+fn ended_sessions(
+    sessions: &mut [&mut LiveSession],
+    within: Duration,
+) -> Vec<(usize, Duration, String)> {
+    let started = Instant::now();
+    let mut ended: Vec<(usize, Duration, String)> = Vec::new();
+    while started.elapsed() < within {
+        for (index, session) in sessions.iter_mut().enumerate() {
+            if ended.iter().any(|(i, _, _)| *i == index) {
+                continue;
+            }
+            if let Heard::Ended(why) = session.poll() {
+                ended.push((index, started.elapsed(), why));
+            }
+        }
+    }
+    ended
+}
+
+/// Word error rate allowed on JFK streamed live: the VAD cuts it into turns at its pauses,
+/// and tiny.en reads a 1-second turn with less context than the whole clip.
+const LIVE_JFK_WER: f64 = 0.25;
+
+/// The transcript of JFK streamed live: within [`LIVE_JFK_WER`], with its famous phrase.
+fn assert_live_jfk(text: &str, what: &str) {
+    let reference = assets::jfk().reference;
+    let rate = wer::wer(&reference, text);
+    eprintln!("{what}: {text:?} (WER {:.1} %)", 100.0 * rate);
+    assert!(
+        rate <= LIVE_JFK_WER,
+        "{what}: WER {:.1} %: {text:?}",
+        100.0 * rate
+    );
+    let words = wer::normalize(text).join(" ");
+    assert!(
+        words.contains("ask not what your country can do for you"),
+        "{what}: {text:?}"
+    );
+}
+
+/// 1.5 s of digital silence at 24 kHz: ends the last turn (server VAD).
+fn silence() -> Vec<u8> {
+    vec![0; pcm24::BYTES_PER_SECOND * 3 / 2]
+}
+
+#[test]
+fn nginx_carries_live_sessions_and_closes_those_of_a_killed_instance() {
+    if nginx_missing() {
+        return;
+    }
+    let victim = Server::start(&[]);
+    let survivor = Server::start(&[]);
+    let nginx = pool(&[&victim, &survivor]);
+    let speech = pcm24::from_file(&assets::jfk().path);
+    let (head, tail) = speech.split_at(4 * pcm24::BYTES_PER_SECOND);
+
+    // Two sessions at once: least_conn puts one on each instance.
+    let mut first = LiveSession::open(&nginx);
+    let mut second = LiveSession::open(&nginx);
+    for session in [&mut first, &mut second] {
+        session.append(head).expect("append the first 4 s");
+    }
+    let pid = victim.pid().to_string();
+    let (status, output) = run("kill", &["-9", &pid]).expect("kill");
+    assert!(status.success(), "kill -9 {pid}: {output}");
+
+    // The victim's session ends at once, with a close or the connection's end (no hang);
+    // the survivor's goes on.
+    let ended = ended_sessions(&mut [&mut first, &mut second], CLOSE_WITHIN);
+    assert_eq!(
+        ended.len(),
+        1,
+        "sessions ended within {CLOSE_WITHIN:?} of the kill: {ended:?}"
+    );
+    let (cut, after, why) = &ended[0];
+    eprintln!(
+        "session {cut} ended {:.2} s after its instance was killed: {why}",
+        after.as_secs_f64()
+    );
+    let kept = if *cut == 0 { &mut second } else { &mut first };
+    kept.append(tail).expect("append the rest");
+    kept.append(&silence()).expect("append silence");
+    assert_live_jfk(
+        &kept.transcript(Duration::from_secs(30)),
+        "the surviving session",
+    );
+
+    // The client reconnects through the same address and is served by the survivor.
+    let reconnected = Instant::now();
+    let mut again = LiveSession::open(&nginx);
+    eprintln!(
+        "reconnected in {:.2} s",
+        reconnected.elapsed().as_secs_f64()
+    );
+    again.append(&speech).expect("append the speech");
+    again.append(&silence()).expect("append silence");
+    assert_live_jfk(
+        &again.transcript(Duration::from_secs(30)),
+        "the new session",
+    );
+    // nginx logs a session when it ends: the new one was upgraded by the survivor (after
+    // the victim refused it, when nginx tried that first).
+    let _ = again.socket.close(None);
+    let closing = Instant::now();
+    while !matches!(again.poll(), Heard::Ended(_)) {
+        assert!(
+            closing.elapsed() < CLOSE_WITHIN,
+            "the session did not close"
+        );
+    }
+    let upgraded = format!("{}\" upstream_status=", address(&survivor));
+    let access = nginx.log_with("steno.access.log", &[&upgraded]);
+    let last = access
+        .lines()
+        .rfind(|l| l.contains("GET /v1/realtime"))
+        .unwrap_or_default();
+    assert!(
+        last.contains(" 101 ") && last.contains(&upgraded),
+        "the new session's access line: {last}"
+    );
+    eprintln!("{last}");
 }
