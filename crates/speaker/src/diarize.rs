@@ -81,16 +81,13 @@ pub fn diarize(
     Ok(job.finish())
 }
 
-/// One window to embed: where its mel frames start (in the file) and the span it
-/// labels, in samples.
+/// One window to embed: its speech region, where its frames start in the region's mel,
+/// and the centre of the audio it covers (in samples of the file).
 #[derive(Debug, Clone)]
 struct Window {
-    /// The window's mel frames, [`WINDOW_FRAMES`] × [`N_MELS`], zero-padded.
-    mel: Vec<f32>,
-    /// Centre of the audio it covers, in samples.
-    centre: usize,
-    /// The speech region it belongs to.
     region: usize,
+    first_frame: usize,
+    centre: usize,
 }
 
 /// A diarization in steps: [`Diarization::new`] does the CPU work (VAD, mel, windows),
@@ -100,6 +97,10 @@ pub struct Diarization {
     options: DiarizeOptions,
     bounds: (usize, usize),
     regions: Vec<(usize, usize)>,
+    /// Each region's mel (level raised as Resemblyzer raises an utterance's), kept until
+    /// its windows are embedded: 16 kB a second of speech, half what the overlapping
+    /// windows' own frames would take.
+    region_mels: Vec<Vec<f32>>,
     windows: Vec<Window>,
     embeddings: Vec<Embedding>,
 }
@@ -108,15 +109,24 @@ impl Diarization {
     pub fn new(front: &MelFrontEnd, samples: &[f32], options: DiarizeOptions) -> Result<Self> {
         let bounds = options.bounds()?;
         let regions = speech_regions(samples, &VadParams::default());
+        let region_mels = regions
+            .iter()
+            .map(|&(start, end)| {
+                let audio = &samples[start..end];
+                let gain = volume_gain(audio);
+                front.mel(&audio.iter().map(|&x| x * gain).collect::<Vec<f32>>())
+            })
+            .collect();
         let windows = regions
             .iter()
             .enumerate()
-            .flat_map(|(r, &(start, end))| region_windows(front, samples, r, start, end))
+            .flat_map(|(r, &(start, end))| region_windows(r, start, end))
             .collect();
         Ok(Diarization {
             options,
             bounds,
             regions,
+            region_mels,
             windows,
             embeddings: Vec::new(),
         })
@@ -133,8 +143,24 @@ impl Diarization {
         let done = self.embeddings.len();
         let next = &self.windows[done..(done + max_windows.max(1)).min(self.windows.len())];
         if !next.is_empty() {
-            let mels: Vec<f32> = next.iter().flat_map(|w| w.mel.iter().copied()).collect();
+            let mut mels = Vec::with_capacity(next.len() * WINDOW_FRAMES * N_MELS);
+            for w in next {
+                let mel = &self.region_mels[w.region];
+                let from = (w.first_frame * N_MELS).min(mel.len());
+                let to = ((w.first_frame + WINDOW_FRAMES) * N_MELS).min(mel.len());
+                mels.extend_from_slice(&mel[from..to]);
+                // A region shorter than a window: zeros, as Resemblyzer pads.
+                mels.resize(mels.len() + WINDOW_FRAMES * N_MELS - (to - from), 0.0);
+            }
             self.embeddings.extend(encoder.embed_mels(&mels)?);
+            // Regions whose every window is embedded give their mel back.
+            let done_regions = self
+                .windows
+                .get(self.embeddings.len())
+                .map_or(self.regions.len(), |w| w.region);
+            for mel in &mut self.region_mels[..done_regions] {
+                *mel = Vec::new();
+            }
         }
         Ok(self.remaining() == 0)
     }
@@ -155,18 +181,8 @@ impl Diarization {
 
 /// The windows of speech region `r` (`[start, end)` samples): one every [`HOP_FRAMES`],
 /// the last ending at the region's end; a region shorter than a window has one,
-/// zero-padded. The region's level is raised as Resemblyzer raises an utterance's.
-fn region_windows(
-    front: &MelFrontEnd,
-    samples: &[f32],
-    r: usize,
-    start: usize,
-    end: usize,
-) -> Vec<Window> {
-    let audio = &samples[start..end];
-    let gain = volume_gain(audio);
-    let scaled: Vec<f32> = audio.iter().map(|&x| x * gain).collect();
-    let mel = front.mel(&scaled);
+/// zero-padded.
+fn region_windows(r: usize, start: usize, end: usize) -> Vec<Window> {
     let frames = (end - start) / HOP;
     let mut starts: Vec<usize> = (0..frames.saturating_sub(WINDOW_FRAMES) + 1)
         .step_by(HOP_FRAMES)
@@ -178,15 +194,11 @@ fn region_windows(
     starts
         .into_iter()
         .map(|f| {
-            let from = (f * N_MELS).min(mel.len());
-            let to = ((f + WINDOW_FRAMES) * N_MELS).min(mel.len());
-            let mut m = mel[from..to].to_vec();
-            m.resize(WINDOW_FRAMES * N_MELS, 0.0);
             let covered = (WINDOW_FRAMES * HOP).min(end - start);
             Window {
-                mel: m,
-                centre: start + f * HOP + covered / 2,
                 region: r,
+                first_frame: f,
+                centre: start + f * HOP + covered / 2,
             }
         })
         .collect()
@@ -424,9 +436,9 @@ mod tests {
     fn regions_are_cut_between_windows_of_different_voices() {
         let regions = [(0, 64_000), (80_000, 100_000)];
         let window = |centre, region| Window {
-            mel: Vec::new(),
-            centre,
             region,
+            first_frame: 0,
+            centre,
         };
         let windows = [
             window(12_800, 0),

@@ -98,25 +98,24 @@ fn allison() -> Voice {
     }
 }
 
-fn jfk() -> Voice {
-    let mut pieces = cut_at_pauses(&assets::samples(&speech("jfk.wav")), 2.0);
+/// One recording cut at pauses: its first piece is the reference, the rest the turns.
+fn one_recording(name: &'static str, relative: &str) -> Voice {
+    let mut pieces = cut_at_pauses(&assets::samples(&speech(relative)), 2.0);
     let reference = pieces.remove(0);
     Voice {
-        name: "jfk",
+        name,
         pieces,
         reference,
     }
 }
 
-/// CMU's chan3 recording (an4 speaker, 21 s).
+fn jfk() -> Voice {
+    one_recording("jfk", "jfk.wav")
+}
+
+/// CMU's chan3 recording (an4 speaker, 21 s, 11 kHz).
 fn cmu() -> Voice {
-    let mut pieces = cut_at_pauses(&assets::samples(&speech("cmu/chan3.wav")), 2.0);
-    let reference = pieces.remove(0);
-    Voice {
-        name: "cmu",
-        pieces,
-        reference,
-    }
+    one_recording("cmu", "cmu/chan3.wav")
 }
 
 /// espeak-ng's voice `variant` saying the fetch script's sentences, or `None` without
