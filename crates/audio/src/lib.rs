@@ -13,6 +13,8 @@
 //! * [`child`] — the wire format for decoding in a child process, so that a decoder that
 //!   aborts (symphonia allocating what a crafted file declares) costs one upload, not the
 //!   server.
+//! * [`live`] — a Realtime session's appended audio (24 kHz PCM16, G.711 μ-law/A-law)
+//!   → 16 kHz, append by append.
 //! * [`vad`] — energy VAD: [`vad::speech_regions`], [`vad::split_points`], [`vad::is_silent`].
 //!
 //! Sample hygiene, the same for every path: non-finite decoded samples (NaN, ±inf,
@@ -24,6 +26,7 @@ pub mod child;
 mod decode;
 mod error;
 mod header_guard;
+pub mod live;
 mod opus;
 mod resample;
 pub mod vad;

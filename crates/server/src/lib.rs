@@ -13,6 +13,7 @@ pub mod formats;
 pub mod loader;
 pub mod metrics;
 pub mod options;
+pub mod realtime;
 pub mod routes;
 pub mod serve;
 pub mod speakers;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 use steno_engine::metrics::{registered, LATENCY_BUCKETS};
 
 pub struct Metrics {
@@ -19,7 +19,71 @@ pub struct Metrics {
     /// `steno_rejections_total`, shared with the engine (which counts
     /// `engine_full`); the server counts `concurrency` (no permit left).
     pub rejections: IntCounterVec,
+    /// Live transcription sessions (`crate::realtime`).
+    pub live: LiveMetrics,
     engine: Arc<steno_engine::Metrics>,
+}
+
+/// The metrics of live transcription sessions.
+pub struct LiveMetrics {
+    /// Sessions open now.
+    pub sessions_open: IntGauge,
+    /// Sessions ended, by why (`client_closed`, `idle`, `refused`, `slow_reader`, ...).
+    pub sessions: IntCounterVec,
+    /// Turns committed, by outcome (`completed`, `failed`).
+    pub turns: IntCounterVec,
+    /// Interim passes, by outcome (`decoded`, `skipped` when the engine was full,
+    /// `dropped` when the turn ended first, `failed`).
+    pub interim_passes: IntCounterVec,
+    /// From the end of a turn (speech stopped, or the commit) to its `completed` event.
+    pub turn_latency: Histogram,
+}
+
+impl LiveMetrics {
+    fn register(registry: &Registry) -> Self {
+        let counter = |name: &str, help: &str, label: &str| {
+            registered(
+                registry,
+                IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid counter"),
+            )
+        };
+        Self {
+            sessions_open: registered(
+                registry,
+                IntGauge::new(
+                    "steno_live_sessions_open",
+                    "Live transcription sessions open",
+                )
+                .expect("valid gauge"),
+            ),
+            sessions: counter(
+                "steno_live_sessions_total",
+                "Live transcription sessions ended, by reason",
+                "reason",
+            ),
+            turns: counter(
+                "steno_live_turns_total",
+                "Live turns committed, by outcome",
+                "outcome",
+            ),
+            interim_passes: counter(
+                "steno_live_interim_passes_total",
+                "Interim passes over turns in progress, by outcome",
+                "outcome",
+            ),
+            turn_latency: registered(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "steno_live_turn_latency_seconds",
+                        "From a turn's end (speech stopped or commit) to its completed transcript",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("valid histogram"),
+            ),
+        }
+    }
 }
 
 impl Metrics {
@@ -50,6 +114,7 @@ impl Metrics {
             request_duration: registered(&registry, request_duration),
             requests_in_flight: registered(&registry, requests_in_flight),
             rejections: engine.rejections.clone(),
+            live: LiveMetrics::register(&registry),
             engine,
             registry,
         }

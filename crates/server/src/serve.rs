@@ -157,6 +157,7 @@ async fn accept(
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
+    let closing = tokio::sync::watch::Sender::new(false);
     let mut stop = std::pin::pin!(stop);
     loop {
         let slot = tokio::select! {
@@ -179,11 +180,12 @@ async fn accept(
             stream,
             router.clone(),
             limits.timeouts,
-            graceful.watcher(),
+            (graceful.watcher(), closing.subscribe()),
             slot,
         ));
     }
     drop(listener);
+    closing.send_replace(true);
     graceful.shutdown().await;
     Ok(())
 }

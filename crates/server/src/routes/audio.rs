@@ -112,7 +112,7 @@ async fn handle(
     options.word_timestamps |= diarize.is_some();
     let request = Request {
         model,
-        deadline: Some(deadline(limits, steno_audio::seconds(samples.len()))),
+        deadline: Some(limits.deadline(steno_audio::seconds(samples.len()))),
         samples,
         options,
         logprobs: form.logprobs,
@@ -280,13 +280,6 @@ async fn decode_upload(
         }
     })?;
     Ok((audio.samples, reservation))
-}
-
-/// When the engine gives up on a request: a fixed allowance plus some per second of audio.
-fn deadline(limits: &LimitsConfig, audio_seconds: f64) -> Instant {
-    let timeout =
-        limits.request_timeout_seconds + limits.request_timeout_per_audio_second * audio_seconds;
-    Instant::now() + Duration::from_secs_f64(timeout)
 }
 
 /// The finished transcript in the form's `response_format`, with `Server-Timing`.

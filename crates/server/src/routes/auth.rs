@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
+use super::realtime::SecretSession;
 use super::unread_body::discard_refused_body;
 use super::AppState;
 use crate::error::ApiError;
@@ -63,21 +64,34 @@ fn digest(key: &str) -> [u8; 32] {
 /// 401 with `Connection: close` once at most 1 MiB of its upload
 /// were discarded, never the whole upload (a client still writing past that may see
 /// its connection reset; one that reads gets the 401).
-pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+///
+/// A live session (`GET /v1/realtime`) may also present its key the way browsers must,
+/// as the subprotocol `openai-insecure-api-key.KEY`, and may use a client secret
+/// (`ek_…`, minted by `POST /v1/realtime/client_secrets`) instead of an API key; the
+/// secret's session settings go to the route as a [`SecretSession`].
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let path = request.uri().path();
     let public = path == "/openapi.json"
         || (state.config.server.public_health && (path == "/health" || path == "/metrics"));
+    let live = path == LIVE_PATH;
+    let presented = presented_key(request.headers(), live);
+    if let Some(settings) = presented
+        .as_deref()
+        .filter(|_| live)
+        .and_then(|key| state.live.secrets.accept(key))
+    {
+        request.extensions_mut().insert(SecretSession(settings));
+        return next.run(request).await;
+    }
     if state.keys.is_empty() || public {
         return next.run(request).await;
     }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
     let message = match presented {
-        Some(key) if state.keys.accepts(key) => return next.run(request).await,
+        Some(key) if state.keys.accepts(&key) => return next.run(request).await,
         Some(_) => "Incorrect API key provided.",
         None => "You didn't provide an API key. Send it as `Authorization: Bearer KEY`.",
     };
@@ -87,6 +101,32 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
+}
+
+/// The path of live sessions, the one route that takes a key in a subprotocol.
+const LIVE_PATH: &str = "/v1/realtime";
+/// How OpenAI's browser clients send a key: `Sec-WebSocket-Protocol: realtime,
+/// openai-insecure-api-key.KEY`.
+const KEY_SUBPROTOCOL: &str = "openai-insecure-api-key.";
+
+/// The key of `Authorization: Bearer KEY`, or for a live session the one in its
+/// offered subprotocols.
+fn presented_key(headers: &HeaderMap, live: bool) -> Option<String> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|k| k.trim().to_string());
+    if bearer.is_some() || !live {
+        return bearer;
+    }
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(KEY_SUBPROTOCOL))
+        .map(str::to_string)
 }
 
 /// Removes a client's `x-request-id` unless it is one value of 1 to 128 characters of
@@ -128,6 +168,28 @@ mod tests {
         assert!(!ApiKeys::new(&[]).accepts(""));
         // The same key twice still matches (the fold counts no more than one).
         assert!(ApiKeys::new(&["k".into(), "k".into()]).accepts("k"));
+    }
+
+    #[test]
+    fn live_sessions_may_send_their_key_as_a_subprotocol() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(
+                "realtime, openai-insecure-api-key.sk-x, openai-beta.realtime-v1",
+            ),
+        );
+        assert_eq!(presented_key(&headers, true).as_deref(), Some("sk-x"));
+        assert_eq!(
+            presented_key(&headers, false),
+            None,
+            "only on the live route"
+        );
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-y"),
+        );
+        assert_eq!(presented_key(&headers, true).as_deref(), Some("sk-y"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod metrics;
 mod models;
 pub(crate) mod openapi;
 mod playground;
+mod realtime;
 mod unread_body;
 
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `server.api_keys`, hashed once.
     pub keys: ApiKeys,
+    /// Live sessions' slots and client secrets (`crate::realtime`).
+    pub live: crate::realtime::Live,
 }
 
 impl AppState {
@@ -60,11 +63,13 @@ impl AppState {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let keys = ApiKeys::new(&config.server.api_keys);
+        let live = crate::realtime::Live::new(&config.realtime);
         let budget = AudioBudget::new(config.limits.max_audio_bytes_in_flight);
         let decoder_limits = crate::decoder::ChildLimits::from_config(&config.limits);
         Self {
             engine,
             keys,
+            live,
             config: Arc::new(config),
             permits,
             uploads,
@@ -85,6 +90,12 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/audio/transcriptions", post(audio::transcriptions))
         .route("/v1/audio/translations", post(audio::translations))
+        .route("/v1/realtime", get(realtime::connect))
+        .route("/v1/realtime/client_secrets", post(realtime::client_secrets))
+        .route(
+            "/v1/realtime/transcription_sessions",
+            post(realtime::transcription_sessions),
+        )
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))
         .route("/health", get(health::health))

@@ -27,7 +27,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tower::ServiceExt;
 
 use crate::config::ServerConfig;
@@ -56,13 +56,18 @@ impl Timeouts {
 }
 
 /// Serves `stream` until the client closes it, a timeout ends it, or the graceful
-/// shutdown `watcher` watches for has closed it; `slot` is its place under
+/// shutdown (`closing` turns true) has closed it; `watcher` is held until then, so
+/// that the shutdown waits for this connection; `slot` is its place under
 /// `server.max_connections`.
+///
+/// A request may upgrade the connection (a live session's WebSocket): the upgraded
+/// socket then leaves this function's bounds (the session has its own) and the slot
+/// comes free.
 pub async fn serve(
     stream: TcpStream,
     router: Router,
     timeouts: Timeouts,
-    watcher: Watcher,
+    (watcher, mut closing): (Watcher, watch::Receiver<bool>),
     slot: OwnedSemaphorePermit,
 ) {
     let activity = Arc::new(Activity::new());
@@ -81,16 +86,27 @@ pub async fn serve(
             }
         }
     });
-    let connection =
-        watcher.watch(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
-    tokio::select! {
-        served = connection => {
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+    // hyper_util's graceful watcher cannot watch a connection that may upgrade, so the
+    // shutdown signal comes on `closing` and the watcher only counts the connection.
+    let connection = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = activity.expired(timeouts) => {
+            tracing::debug!("closed an idle or slow connection");
+            Ok(())
         }
-        () = activity.expired(timeouts) => tracing::debug!("closed an idle or slow connection"),
+        () = async { let _ = closing.wait_for(|c| *c).await; } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
+    drop(watcher);
     drop(slot);
 }
 

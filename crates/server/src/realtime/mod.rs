@@ -1,0 +1,41 @@
+//! Live transcription: OpenAI's Realtime API in its transcription mode, over WebSocket
+//! (`GET /v1/realtime?intent=transcription`, `routes::realtime`).
+//!
+//! * [`protocol`] — the client and server events of both protocol shapes;
+//! * [`session`] — one connection's state machine and its writer;
+//! * [`turn`] — server VAD: where turns start and stop;
+//! * [`interim`] — the stable-prefix rule for text before a turn ends;
+//! * [`secrets`] — short-lived client secrets for browsers.
+
+pub mod interim;
+pub mod protocol;
+pub mod secrets;
+pub mod session;
+pub mod turn;
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::config::RealtimeConfig;
+
+/// The largest WebSocket message a session reads: an append at OpenAI's cap, its JSON
+/// around it, and room to answer one a little over the cap with an `error` event.
+pub const MAX_MESSAGE_BYTES: usize = protocol::MAX_APPEND_BASE64_BYTES + 1024 * 1024;
+
+/// What all sessions share: the session slots and the minted client secrets.
+#[derive(Clone)]
+pub struct Live {
+    /// One per open session (`realtime.max_sessions`).
+    pub sessions: Arc<Semaphore>,
+    pub secrets: secrets::ClientSecrets,
+}
+
+impl Live {
+    pub fn new(config: &RealtimeConfig) -> Self {
+        Self {
+            sessions: Arc::new(Semaphore::new(config.max_sessions)),
+            secrets: secrets::ClientSecrets::new(config.max_client_secrets),
+        }
+    }
+}
