@@ -162,6 +162,9 @@ struct TranscribeArgs {
     /// A term to favour (a name, a product); repeat for several (the API's keywords[]).
     #[arg(long = "keyword")]
     keywords: Vec<String>,
+    /// The logit bias of the keywords' tokens (0 to 4; 0: the prompt only).
+    #[arg(long, default_value_t = steno_whisper::transcribe::DEFAULT_KEYWORD_BIAS)]
+    keyword_bias: f32,
     /// Write FILE.<ext> into this directory instead of printing.
     #[arg(long)]
     output_dir: Option<PathBuf>,
@@ -221,6 +224,7 @@ fn transcribe(args: TranscribeArgs) -> Result<()> {
     );
     let options = TranscribeOptions {
         keywords: args.keywords.clone(),
+        keyword_bias: args.keyword_bias,
         ..options
     };
     let inputs: Vec<(&[f32], TranscribeOptions)> = audio
