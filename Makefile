@@ -15,7 +15,7 @@ export CARGO_TARGET_DIR ?= target/cuda
 endif
 BIN_DIR = $(or $(CARGO_TARGET_DIR),target)/$(PROFILE)
 
-.PHONY: setup assets build run test bench bench-server bench-setup bench-peers bench-model lint fmt openapi clean-setup gpu-bundle fuzz
+.PHONY: setup assets build run test bench bench-server bench-setup bench-peers bench-live bench-model lint fmt openapi clean-setup gpu-bundle fuzz
 
 $(STAMP): scripts/setup.sh requirements/mlx-$(MLX_BACKEND).txt scripts/fetch-assets.sh scripts/assets.lock \
           requirements/clients.txt tests/clients/node/package-lock.json
@@ -44,11 +44,24 @@ test: setup
 BENCH_MODEL ?= tiny.en-ct2
 BENCH_CLIENTS ?= 1,4,8,16
 BENCH_REQUESTS ?= 16
-bench: bench-server bench-peers
+bench: bench-server bench-peers bench-live
 
 bench-server: build
 	$(CARGO) build --profile $(PROFILE) -p steno-e2e --bin steno-bench
 	$(BIN_DIR)/steno-bench --model $(BENCH_MODEL) --clients $(BENCH_CLIENTS) --requests $(BENCH_REQUESTS)
+
+# Live sessions over /v1/realtime while file requests run: BENCH_LIVE_SESSIONS concurrent
+# sessions streaming English clips of 2-10 s at real-time pace (turn latency speech_stopped ->
+# completed and first delta, p50/p95), then the English set (every BENCH_LIVE_WER_STRIDE-th
+# clip; 0 skips it) through live sessions against the same clips as files. Writes
+# target/bench/live.md.
+BENCH_LIVE_SESSIONS ?= 1,4,8
+BENCH_LIVE_TURNS ?= 6
+BENCH_LIVE_WER_STRIDE ?= 1
+bench-live: build
+	$(CARGO) build --profile $(PROFILE) -p steno-e2e --bin steno-bench
+	$(BIN_DIR)/steno-bench live --model $(BENCH_MODEL) --sessions $(BENCH_LIVE_SESSIONS) \
+	    --turns $(BENCH_LIVE_TURNS) --wer-stride $(BENCH_LIVE_WER_STRIDE)
 
 # Steno next to faster-whisper (int8, float32) and mlx-whisper on the same audio and weights:
 # a long file, BENCH_CLIPS short clips one by one, BENCH_PEER_CLIENTS concurrent clients

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # On the GPU host, after unpack.sh: runs the measurements of deploy/gpu/RESULTS.md.
 #
-#   run.sh STEP...     STEP: info smoke wer server model turbo clips peer (or all)
+#   run.sh STEP...     STEP: info smoke wer server live model turbo clips peer (or all)
 #
 # Reports (Markdown/logs, a few files per step) go to $OUT (default ./gpu-out); bulky
 # intermediates (16 kHz WAVs, converted weights, transcripts) to $STENO_WORK
 # (default /root/steno-work). STENO_GPU is the unpacked bundle (default /root/steno-gpu).
 # Knobs: CLIENTS (1,8,32,64), REQUESTS (128), BATCH_ROWS (64), BATCHES (1,8,32,64),
-# PY (python3: the one with torch and transformers).
+# SESSIONS (1,32,64: live sessions per level), PY (python3: the one with torch and transformers).
 set -uo pipefail
 gpu=${STENO_GPU:-/root/steno-gpu}
 # shellcheck disable=SC1091
@@ -20,6 +20,7 @@ clients=${CLIENTS:-1,8,32,64}
 requests=${REQUESTS:-128}
 batch_rows=${BATCH_ROWS:-64}
 batches=${BATCHES:-1,8,32,64}
+sessions=${SESSIONS:-1,32,64}
 py=${PY:-python3}
 command -v "$py" >/dev/null || py=/opt/torch/.venv/bin/python3
 step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%T)"; }
@@ -58,6 +59,12 @@ server() {
     --batch-rows "$batch_rows" --out "$out/server.md" 2>&1 | grep -v "^\s*$" | tail -25
 }
 
+live() {
+  step "live: steno-bench live base, sessions $sessions at real-time pace while 4 clients send files; English set through 16 sessions"
+  check steno-bench live --model base-ct2 --sessions "$sessions" --turns 6 --file-clients 4 \
+    --batch-rows "$batch_rows" --wer-sessions 16 --out "$out/live.md" 2>&1 | grep -v "^\s*$" | tail -25
+}
+
 model() {
   step "model: whisper-bench base (GEMM, encoder, decoder steps, one long file, short clips)"
   (cd "$work" && check whisper-bench "$models/base-ct2" >"$out/model-base.md" 2>"$work/model.err")
@@ -89,8 +96,8 @@ peer() {
 [ $# -gt 0 ] || set -- all
 for s in "$@"; do
   case "$s" in
-    all) info; smoke; wer; server; model; turbo; clips; peer ;;
-    info | smoke | wer | server | model | turbo | clips | peer) "$s" ;;
+    all) info; smoke; wer; server; live; model; turbo; clips; peer ;;
+    info | smoke | wer | server | live | model | turbo | clips | peer) "$s" ;;
     *) echo "unknown step $s"; exit 2 ;;
   esac
 done

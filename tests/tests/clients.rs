@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use steno_e2e::assets::{self, Clip};
+use steno_e2e::bench::live::{clip_texts, Turn};
 use steno_e2e::server::{Request, Response, Server};
 use steno_e2e::{pcm24, wer};
 
@@ -686,26 +687,25 @@ fn file_texts(server: &Server, clips: &[Clip]) -> Vec<String> {
 }
 
 /// Each clip's live text from a realtime script's output: the turns the server found by
-/// voice activity go to the clip their audio starts in (`offsets_ms`; up to a second early
-/// for the prefix padding); manually committed turns are the clips in order.
+/// voice activity go to the clip their audio starts in (`offsets_ms`); manually committed
+/// turns are the clips in order.
 fn live_texts(out: &Value) -> Vec<String> {
-    let offsets: Vec<f64> = array_at(out, "/offsets_ms")
+    let offsets: Vec<u64> = array_at(out, "/offsets_ms")
         .iter()
-        .map(|v| v.as_f64().expect("offset"))
+        .map(|v| v.as_f64().expect("offset").round() as u64)
         .collect();
-    let mut texts = vec![String::new(); offsets.len()];
-    for (n, turn) in array_at(out, "/turns").iter().enumerate() {
-        let clip = match turn["audio_start_ms"].as_f64() {
-            Some(start) => offsets
-                .iter()
-                .rposition(|&o| o <= start + 1000.0)
-                .unwrap_or(0),
-            None => n.min(offsets.len() - 1),
-        };
-        let text = turn["transcript"].as_str().unwrap_or_default();
-        texts[clip].push_str(&format!(" {text}"));
-    }
-    texts
+    let turns: Vec<Turn> = array_at(out, "/turns")
+        .iter()
+        .enumerate()
+        .map(|(n, turn)| Turn {
+            audio_start_ms: turn["audio_start_ms"]
+                .as_u64()
+                .or_else(|| offsets.get(n).copied()),
+            transcript: turn["transcript"].as_str().map(str::to_owned),
+            ..Turn::default()
+        })
+        .collect();
+    clip_texts(&turns, &offsets)
 }
 
 /// The protocol as a client sees it: no error events, every turn completed, and the deltas

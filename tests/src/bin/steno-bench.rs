@@ -12,6 +12,12 @@
 //! (`steno_e2e::bench::peers`; knobs are environment variables: BENCH_MODEL, BENCH_CLIPS,
 //! BENCH_LONG_SECONDS, BENCH_PEER_CLIENTS, BENCH_PEERS, BENCH_PYTHON, BENCH_OUT) and writes
 //! `target/bench/peers.md` and `target/bench/peers.png`.
+//!
+//! `steno-bench live` runs live sessions over `/v1/realtime` while file requests run
+//! (`steno_e2e::bench::live`) and writes `target/bench/live.md`:
+//! `steno-bench live [--model DIR] [--sessions 1,4,8] [--turns 6] [--file-clients 2]
+//! [--wer-stride 1] [--wer-sessions 4] [--batch-rows 16] [--out FILE]` (`--wer-stride 0` skips the English set
+//! through sessions).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -169,8 +175,10 @@ fn run_level(
 }
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("peers") {
-        return peers_main();
+    match std::env::args().nth(1).as_deref() {
+        Some("peers") => return peers_main(),
+        Some("live") => return live_main(),
+        _ => {}
     }
     let o = options();
     let clips: Vec<(Clip, f64)> = assets::english_clips()
@@ -359,4 +367,44 @@ fn peers_main() {
     if !failures.is_empty() {
         std::process::exit(1);
     }
+}
+
+fn live_options() -> steno_e2e::bench::live::Options {
+    let mut o = steno_e2e::bench::live::Options::default();
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let list =
+        |v: &str| -> Vec<usize> { v.split(',').filter_map(|c| c.trim().parse().ok()).collect() };
+    for pair in args.chunks(2) {
+        let value = pair.get(1).cloned().unwrap_or_default();
+        let number = || {
+            value
+                .parse::<usize>()
+                .unwrap_or_else(|_| panic!("{} N", pair[0]))
+        };
+        match pair[0].as_str() {
+            "--model" => {
+                o.model = assets::try_model_dir(&value).unwrap_or_else(|| PathBuf::from(&value))
+            }
+            "--sessions" => o.sessions = list(&value),
+            "--turns" => o.turns = number(),
+            "--file-clients" => o.file_clients = number(),
+            "--wer-stride" => o.wer_stride = number(),
+            "--wer-sessions" => o.wer_sessions = number(),
+            "--batch-rows" => o.batch_rows = number(),
+            "--out" => o.out = PathBuf::from(value),
+            other => panic!("unknown argument {other}; see the file's header for usage"),
+        }
+    }
+    o
+}
+
+fn live_main() {
+    let o = live_options();
+    let report = steno_e2e::bench::live::run(&o);
+    print!("{report}");
+    if let Some(dir) = o.out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&o.out, &report).expect("write the live report");
+    eprintln!("wrote {}", o.out.display());
 }
