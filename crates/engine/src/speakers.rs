@@ -74,6 +74,13 @@ impl Speakers {
         request: DiarizeRequest,
         samples: &[f32],
     ) -> Result<Diarization, EngineError> {
+        // The request's own faults first: they are 400 whether or not the encoder loads.
+        let bounds = DiarizeOptions {
+            min_speakers: request.min_speakers,
+            max_speakers: request.max_speakers,
+            known: Vec::new(),
+        };
+        bounds.bounds().map_err(invalid)?;
         let encoder = self.encoder()?;
         let mut known = Vec::with_capacity(request.known.len());
         for (name, clip) in request.known {

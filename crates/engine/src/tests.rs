@@ -499,3 +499,41 @@ fn a_stopped_worker_is_not_reported_dead() {
         Duration::from_millis(100)
     ));
 }
+
+/// A diarizing job with `bounds` on a scripted model, the voice encoder at `encoder`.
+fn diarize_reply(
+    encoder: Option<std::path::PathBuf>,
+    bounds: (usize, usize),
+) -> Result<Reply, EngineError> {
+    let config = EngineConfig {
+        speaker_encoder: encoder,
+        ..EngineConfig::default()
+    };
+    let h = start(config, 8, Duration::from_millis(1));
+    let mut job = request("default", 3);
+    job.diarize = Some(DiarizeRequest {
+        min_speakers: Some(bounds.0),
+        max_speakers: Some(bounds.1),
+        known: Vec::new(),
+    });
+    wait(h.engine.submit(job).unwrap())
+}
+
+#[test]
+fn diarizing_without_a_voice_encoder_is_unavailable_and_bad_bounds_are_the_request_s_fault() {
+    let missing = std::env::temp_dir().join("steno-no-such-encoder.pt");
+    match diarize_reply(Some(missing.clone()), (1, 4)) {
+        Err(EngineError::ModelUnavailable(what)) => assert_eq!(what, "speaker encoder"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        diarize_reply(None, (1, 4)),
+        Err(EngineError::ModelUnavailable(_))
+    ));
+    match diarize_reply(Some(missing), (3, 2)) {
+        Err(EngineError::InvalidRequest(WhisperError::InvalidOption(detail))) => {
+            assert!(detail.contains("min_speakers"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
