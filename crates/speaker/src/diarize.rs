@@ -25,8 +25,12 @@ const HOP_FRAMES: usize = 80;
 /// longer files cluster an even subsample and give every other window its nearest
 /// cluster.
 const MAX_CLUSTERED: usize = 2000;
-/// Windows embedded per [`Diarization::advance`] call by default.
+/// Windows embedded per [`Diarization::advance`] call by the engine, between two decoder
+/// steps of the other jobs: a pass is 480 sequential LSTM steps whatever its batch, so
+/// larger passes cost less in all but hold the other jobs' next step longer.
 pub const WINDOWS_PER_PASS: usize = 64;
+/// Windows per pass when nothing waits: [`diarize`].
+const MAX_PASS_WINDOWS: usize = 256;
 /// Same-speaker turns closer than this are one turn (a breath between sentences);
 /// a longer pause ends the turn, as annotators mark it.
 const JOIN_GAP_SECONDS: f64 = 0.5;
@@ -77,7 +81,8 @@ pub fn diarize(
     options: &DiarizeOptions,
 ) -> Result<Vec<SpeakerTurn>> {
     let mut job = Diarization::new(encoder.front_end(), samples, options.clone())?;
-    while !job.advance(encoder, WINDOWS_PER_PASS)? {}
+    // Nothing else to interleave with: the largest passes, fewest sequential LSTM steps.
+    while !job.advance(encoder, MAX_PASS_WINDOWS)? {}
     Ok(job.finish())
 }
 
