@@ -655,6 +655,26 @@ mod tests {
     }
 
     #[test]
+    fn decoder_limits_must_be_positive() {
+        let defaults = Config::load(None, env(&[]), vec![]).unwrap();
+        assert_eq!(defaults.limits.decoder_memory_bytes, 2 << 30);
+        assert_eq!(defaults.limits.decoder_cpu_seconds, 60.0);
+        for (key, value) in [
+            ("STENO_DECODER_MEMORY_BYTES", "0"),
+            ("STENO_DECODER_CPU_SECONDS", "0"),
+            ("STENO_DECODER_CPU_SECONDS", "-1.5"),
+        ] {
+            let e = Config::load(None, env(&[(key, value)]), vec![]).unwrap_err();
+            assert!(
+                e.to_string().contains("limits.decoder_"),
+                "{key}={value}: {e}"
+            );
+        }
+        let e = Config::load(None, env(&[("STENO_DECODER_CPU_SECONDS", "inf")]), vec![]);
+        assert!(e.unwrap_err().to_string().contains("decoder_cpu_seconds"));
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("steno.toml");
