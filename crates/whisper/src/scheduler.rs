@@ -106,6 +106,25 @@ pub struct Scheduler {
     next_row: RowId,
     last_step_rows: usize,
     last_step_timings: StageTimings,
+    /// How long the last encoder pass took, and how long decoder steps have run since.
+    encoder_share: EncoderShare,
+}
+
+/// Time-sharing between the encoder and the decoder steps. While rows are decoding, new
+/// windows are encoded only once the decoder steps since the last encoder pass have run as
+/// long as that pass did. Without it a stream of short jobs (a live session's interim passes)
+/// puts an encoder pass before every decoder step, and the rows already running advance one
+/// token per encoder pass: their replies would all wait until the stream stops.
+#[derive(Debug, Default, Clone, Copy)]
+struct EncoderShare {
+    last_pass: f64,
+    decoding_since: f64,
+}
+
+impl EncoderShare {
+    fn may_encode(&self, rows_decoding: usize) -> bool {
+        rows_decoding == 0 || self.decoding_since >= self.last_pass
+    }
 }
 
 fn internal(what: &str) -> WhisperError {
@@ -124,6 +143,7 @@ impl Scheduler {
             next_row: 0,
             last_step_rows: 0,
             last_step_timings: StageTimings::default(),
+            encoder_share: EncoderShare::default(),
         }
     }
 
@@ -221,6 +241,7 @@ impl Scheduler {
         let admitted_at = Instant::now();
         finished.extend(self.decode_step(whisper, &mut events)?);
         let decoded_at = Instant::now();
+        self.encoder_share.decoding_since += (decoded_at - admitted_at).as_secs_f64();
         for outcome in finished {
             self.finish_row(whisper, outcome, &mut events)?;
         }
@@ -257,12 +278,18 @@ impl Scheduler {
         let batch = self.batch.get_or_insert_with(|| Batch::new(&whisper.model));
         let room = self.max_rows.saturating_sub(batch.len());
         let n = room.min(self.waiting.len());
-        if n == 0 {
+        if n == 0 || !self.encoder_share.may_encode(batch.len()) {
             return Ok(Vec::new());
         }
+        let started = Instant::now();
         let windows: Vec<PendingWindow> = self.waiting.drain(..n).collect();
         let jobs = distinct(windows.iter().map(|w| w.job));
-        match self.admit(whisper, windows) {
+        let admitted = self.admit(whisper, windows);
+        self.encoder_share = EncoderShare {
+            last_pass: started.elapsed().as_secs_f64(),
+            decoding_since: 0.0,
+        };
+        match admitted {
             Ok(outcomes) => Ok(outcomes),
             Err(error) => self.fail_jobs(&jobs, &error, events),
         }
@@ -808,5 +835,28 @@ fn segment(
         no_speech_prob: outcome.no_speech_prob,
         token_logprobs: outcome.token_logprobs[span.tokens.clone()].to_vec(),
         words: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EncoderShare;
+
+    #[test]
+    fn the_encoder_waits_until_decoding_has_had_its_share() {
+        let share = EncoderShare {
+            last_pass: 1.5,
+            decoding_since: 0.4,
+        };
+        assert!(share.may_encode(0), "an empty batch never waits");
+        assert!(
+            !share.may_encode(3),
+            "running rows get as long as the last encoder pass"
+        );
+        let even = EncoderShare {
+            decoding_since: 1.5,
+            ..share
+        };
+        assert!(even.may_encode(3));
     }
 }
