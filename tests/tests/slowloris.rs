@@ -226,16 +226,7 @@ fn slow_clients_cannot_lock_out_normal_ones() {
             "normal request {i} (sent at {sent_at:?}): {}",
             response.body
         );
-        let text = response.json()["text"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        assert_wer(
-            &jfk.reference,
-            &text,
-            JFK_WER,
-            &format!("normal request {i}"),
-        );
+        assert_jfk(response, &jfk.reference, &format!("normal request {i}"));
     }
     let upload_bound = Duration::from_secs(UPLOAD_GRACE) + SLACK;
     for (i, ending) in uploads.iter().enumerate() {
@@ -263,16 +254,7 @@ fn slow_clients_cannot_lock_out_normal_ones() {
 
     // Every request counted once; nothing left holding a slot.
     stress::wait_until_idle(&server, Duration::from_secs(10));
-    let counted = |status: &str| -> usize {
-        prometheus::samples(&server.metrics(), "steno_requests_total")
-            .iter()
-            .filter(|s| {
-                s.label("route") == Some(stress::TRANSCRIPTIONS)
-                    && s.label("status") == Some(status)
-            })
-            .map(|s| s.value as usize)
-            .sum()
-    };
+    let counted = |status| answered(&server, status);
     assert_eq!(
         counted("408"),
         TRICKLING_UPLOADS,
@@ -335,31 +317,16 @@ fn upload_slots_and_the_connection_cap_bound_what_clients_hold() {
     drop(held);
     let admitted = form.clone().send(address, Duration::from_secs(30)).unwrap();
     assert_eq!(admitted.status, 200, "{}", admitted.body);
-    let text = admitted.json()["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert_wer(
+    assert_jfk(
+        &admitted,
         &jfk.reference,
-        &text,
-        JFK_WER,
         "the upload after the slots came back",
     );
     let slots_done = started.elapsed();
     // Every answer counted once: the held uploads left unanswered (their client went).
     stress::wait_until_idle(&server, Duration::from_secs(10));
-    let metrics = server.metrics();
-    let counted = |status: &str| {
-        prometheus::samples(&metrics, "steno_requests_total")
-            .iter()
-            .filter(|s| {
-                s.label("route") == Some(stress::TRANSCRIPTIONS)
-                    && s.label("status") == Some(status)
-            })
-            .map(|s| s.value)
-            .sum::<f64>()
-    };
-    assert_eq!((counted("429"), counted("200")), (1.0, 1.0), "{metrics}");
+    let counted = |status| answered(&server, status);
+    assert_eq!((counted("429"), counted("200")), (1, 1));
 
     // The cap: CONNECTIONS kept alive, each after one answered request.
     let health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -400,4 +367,24 @@ fn read_status(socket: &mut TcpStream, within: Duration) -> Option<u16> {
     let n = socket.read(&mut buffer).ok().filter(|&n| n > 0)?;
     let text = String::from_utf8_lossy(&buffer[..n]);
     text.split(' ').nth(1).and_then(|s| s.parse().ok())
+}
+
+/// The transcription in `response` is jfk.wav's (`reference`) within [`JFK_WER`].
+fn assert_jfk(response: &steno_e2e::server::Response, reference: &str, what: &str) {
+    let text = response.json()["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_wer(reference, &text, JFK_WER, what);
+}
+
+/// Transcription requests `/metrics` counts as answered with `status`.
+fn answered(server: &Server, status: &str) -> usize {
+    prometheus::samples(&server.metrics(), "steno_requests_total")
+        .iter()
+        .filter(|s| {
+            s.label("route") == Some(stress::TRANSCRIPTIONS) && s.label("status") == Some(status)
+        })
+        .map(|s| s.value as usize)
+        .sum()
 }
