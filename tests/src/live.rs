@@ -281,6 +281,8 @@ pub struct LiveClient {
     events: mpsc::UnboundedReceiver<Event>,
     /// Every event received so far, in order.
     pub seen: Vec<Event>,
+    /// How many of `seen` [`LiveClient::next`] has returned.
+    read: usize,
     pub started: Instant,
 }
 
@@ -332,6 +334,7 @@ impl LiveClient {
             sink,
             events,
             seen: Vec::new(),
+            read: 0,
             started,
         }
     }
@@ -388,7 +391,8 @@ impl LiveClient {
         }
     }
 
-    /// Moves the events already received into [`LiveClient::seen`].
+    /// Moves the events already received into [`LiveClient::seen`] (still unread by
+    /// [`LiveClient::next`] and the waits).
     pub fn drain(&mut self) {
         while let Ok(event) = self.events.try_recv() {
             self.seen.push(event);
@@ -397,16 +401,19 @@ impl LiveClient {
 
     /// The next event not yet returned, waiting up to `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Option<Event> {
-        let event = tokio::time::timeout(timeout, self.events.recv())
-            .await
-            .ok()??;
-        self.seen.push(event.clone());
-        Some(event)
+        self.drain();
+        if self.read == self.seen.len() {
+            let event = tokio::time::timeout(timeout, self.events.recv())
+                .await
+                .ok()??;
+            self.seen.push(event);
+        }
+        self.read += 1;
+        Some(self.seen[self.read - 1].clone())
     }
 
-    /// Waits up to `timeout` for the next event of `kind` (earlier events are kept in
-    /// [`LiveClient::seen`]); an event already seen counts only if it came after the
-    /// last one returned by this method or [`LiveClient::next`].
+    /// Waits up to `timeout` for the next event of `kind`, passing over others (they
+    /// stay in [`LiveClient::seen`]); `None` if the socket ends first.
     pub async fn wait_for(&mut self, kind: &str, timeout: Duration) -> Option<Event> {
         self.wait_any(&[kind], timeout).await
     }
@@ -414,7 +421,6 @@ impl LiveClient {
     /// As [`LiveClient::wait_for`], for any of `kinds`.
     pub async fn wait_any(&mut self, kinds: &[&str], timeout: Duration) -> Option<Event> {
         let until = Instant::now() + timeout;
-        self.drain();
         loop {
             let left = until.checked_duration_since(Instant::now())?;
             let event = self.next(left).await?;

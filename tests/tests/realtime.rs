@@ -350,10 +350,13 @@ fn deltas_arrive_while_speaking_and_add_up_to_the_transcript() {
             early += deltas.iter().filter(|d| d.at < committed.at).count();
             assert!(deltas.iter().all(|d| d.value["logprobs"].is_array()));
         }
-        eprintln!(
-            "{} delta(s) before their turn ended; turns {texts:?}",
-            early
-        );
+        let passes: Vec<String> = server
+            .metrics()
+            .lines()
+            .filter(|l| l.starts_with("steno_live_interim"))
+            .map(str::to_string)
+            .collect();
+        eprintln!("{early} delta(s) before their turn ended; turns {texts:?}; {passes:?}");
         assert!(
             early >= 1,
             "no text before the end of a turn: {:#?}",
@@ -445,7 +448,7 @@ fn bad_client_events_get_errors_and_the_session_goes_on() {
         .await;
         expect_error(
             &mut client,
-            text(json!({"type": "input_audio_buffer.append", "event_id": "o1", "audio": "AAE="})),
+            text(json!({"type": "input_audio_buffer.append", "event_id": "o1", "audio": "AAEC"})),
             "invalid_value",
             Some("o1"),
         )

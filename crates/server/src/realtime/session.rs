@@ -617,6 +617,13 @@ impl Session {
             return;
         };
         self.count_interim("decoded");
+        tracing::debug!(
+            queue = reply.queue_seconds,
+            inference = reply.inference_seconds,
+            seconds = reply.transcript.duration,
+            text = %reply.transcript.text,
+            "interim pass"
+        );
         let Some(turn) = self.turn.as_mut().filter(|t| t.item_id == item_id) else {
             return;
         };
