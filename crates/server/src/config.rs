@@ -257,12 +257,14 @@ impl Config {
         if live.max_sessions == 0
             || live.session_idle_timeout_seconds == 0
             || live.interim_interval_ms == 0
-            || live.send_buffer_events == 0
+            || live.send_buffer_events < 8
             || live.client_secret_ttl_seconds == 0
             || live.max_client_secrets == 0
             || live.max_turn_seconds < 1.0
         {
-            return fail("realtime.* must be at least 1 (max_turn_seconds at least 1.0)");
+            return fail(
+                "realtime.* must be at least 1 (send_buffer_events at least 8, max_turn_seconds at least 1.0)",
+            );
         }
         if self.server.api_keys.iter().any(|k| k.trim().is_empty()) {
             return fail("server.api_keys must not contain empty keys");

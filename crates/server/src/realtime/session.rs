@@ -36,6 +36,9 @@ use crate::metrics::Metrics;
 const TICK: Duration = Duration::from_millis(50);
 /// One frame to a client may take this long; past it the client is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most server events one client event or job causes (a commit: speech_stopped,
+/// committed; a final: delta, completed).
+const EVENTS_PER_MESSAGE: usize = 4;
 /// After the session ends, its last events and close frame may take this long.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// The shortest turn transcribed (OpenAI refuses commits under 100 ms).
@@ -99,6 +102,18 @@ impl Outbox {
         if self.tx.try_send(Message::Text(text.into())).is_err() {
             self.overflowed = true;
         }
+    }
+
+    /// Waits (up to [`WRITE_TIMEOUT`]) until the queue has room for what one client
+    /// event can cause, so that a burst only slows the reading; `false` when the client
+    /// is not reading.
+    async fn room(&self) -> bool {
+        if self.tx.capacity() >= EVENTS_PER_MESSAGE {
+            return true;
+        }
+        let reserved =
+            tokio::time::timeout(WRITE_TIMEOUT, self.tx.reserve_many(EVENTS_PER_MESSAGE));
+        matches!(reserved.await, Ok(Ok(_)))
     }
 
     fn close(&mut self, code: u16, reason: &'static str) {
@@ -264,7 +279,7 @@ impl Session {
         let mut tick = tokio::time::interval(TICK);
         let idle = Duration::from_secs(self.context.config.realtime.session_idle_timeout_seconds);
         loop {
-            if out.overflowed {
+            if out.overflowed || !out.room().await {
                 return End::SlowReader;
             }
             tokio::select! {
