@@ -35,11 +35,13 @@ const MAX_CONDITIONING_TEMPERATURE: f32 = 0.5;
 const MAX_TOKENS_PER_SECOND: f64 = 20.0;
 /// The least token budget of a row: short windows may still hold a quick sentence.
 const MIN_ROW_TOKENS: usize = 32;
-/// Rows' worth of token budget one window's failed attempts may spend together before
-/// its fallback stops: one, so that a window never samples more than twice what its
-/// audio could hold (the budget, plus the attempt that crossed it), while a row that
-/// loops early (at 32 tokens or so) still leaves room for retries.
-const WINDOW_BUDGET_ROWS: usize = 1;
+/// The share of one row's token budget that one window's failed attempts may spend
+/// together before its fallback stops: three quarters, so that a window never samples more
+/// than 1.75 times what its audio could hold (the budget, plus the attempt that crossed
+/// it), while a row that loops early (at 32 tokens or so) still leaves room for a retry.
+/// At one whole row, 2.5 s of noise read as words (a bit-flipped FLAC) ran four
+/// temperatures and cost 1.7 times a clean 11 s window with base.
+const WINDOW_BUDGET_SHARE: f64 = 0.75;
 /// A first pass with unlikely text and a no-speech probability above this fraction of
 /// the no-speech threshold is noise: the window is skipped without further
 /// temperatures (higher temperatures only sample more unlikely text from noise). Three
@@ -122,10 +124,10 @@ pub(crate) fn row_token_budget(frames: usize, sample_len: usize) -> usize {
 }
 
 /// Whether a window whose attempts sampled `spent` tokens in all has used up its
-/// fallback budget ([`WINDOW_BUDGET_ROWS`] times what its audio could hold), so that
-/// its current attempt is its last.
+/// fallback budget ([`WINDOW_BUDGET_SHARE`] of what its audio could hold), so that its
+/// current attempt is its last.
 pub(crate) fn window_budget_spent(frames: usize, spent: usize) -> bool {
-    spent >= WINDOW_BUDGET_ROWS * audio_token_limit(frames)
+    spent as f64 >= WINDOW_BUDGET_SHARE * audio_token_limit(frames) as f64
 }
 
 /// The figures of a finished row the fallback verdict reads.
@@ -615,10 +617,10 @@ mod tests {
         assert_eq!(row_token_budget(seconds_to_frames(0.5), 224), 32);
         assert_eq!(row_token_budget(N_FRAMES, 224), 224);
         assert_eq!(row_token_budget(seconds_to_frames(5.0), 64), 64);
-        // A 2.5 s window's attempts may spend one row's worth (50 tokens) before its
-        // fallback stops; a full window 600, more than two full-length attempts.
-        assert!(!window_budget_spent(seconds_to_frames(2.5), 49));
-        assert!(window_budget_spent(seconds_to_frames(2.5), 50));
+        // A 2.5 s window's attempts may spend three quarters of a row's worth (37.5 of
+        // 50 tokens) before its fallback stops; a full window 450, two full-length attempts.
+        assert!(!window_budget_spent(seconds_to_frames(2.5), 37));
+        assert!(window_budget_spent(seconds_to_frames(2.5), 38));
         assert!(!window_budget_spent(N_FRAMES, 2 * 224));
         assert!(window_budget_spent(N_FRAMES, 3 * 224));
     }
