@@ -609,6 +609,15 @@ fn hundred_sessions_dropped_mid_turn_leave_nothing_behind() {
         .file("file", &assets::jfk().path)
         .field("model", "whisper-1")
         .spawn();
+    // Admitted before the sessions arrive: sessions at the limit may fill the engine's
+    // `max_jobs` with committed turns, and a file sent then would rightly get 429.
+    let admitted = metric_settles(
+        &server,
+        "steno_jobs_in_flight",
+        Duration::from_secs(30),
+        |v| v >= 1.0,
+    );
+    assert!(admitted >= 1.0, "the file request never reached the engine");
     let url = live::url(server.base_url());
     let outcomes = block_on(async {
         let tasks: Vec<_> = (0..100)

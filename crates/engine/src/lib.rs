@@ -247,6 +247,13 @@ impl Engine {
         &self.shared.metrics
     }
 
+    /// Whether at most half of `max_jobs` is taken: optional work (a live session's
+    /// interim pass) runs only then, so that it never takes the room files and committed
+    /// turns need.
+    pub fn has_spare_room(&self) -> bool {
+        self.shared.in_flight.load(Ordering::SeqCst) * 2 < self.max_jobs
+    }
+
     /// Queues a job; never waits for room.
     pub fn submit(&self, request: Request) -> Result<ReplyReceiver, EngineError> {
         if self.shared.draining.load(Ordering::SeqCst)

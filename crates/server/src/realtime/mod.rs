@@ -23,6 +23,12 @@ use crate::config::RealtimeConfig;
 /// around it, and room to answer one a little over the cap with an `error` event.
 pub const MAX_MESSAGE_BYTES: usize = protocol::MAX_APPEND_BASE64_BYTES + 1024 * 1024;
 
+/// What the socket reads of one message before it gives up: twice the limit, so that a
+/// message a little over [`MAX_MESSAGE_BYTES`] is read whole and refused with its error and
+/// close frame. A socket that stops reading mid-message cannot deliver those: the client,
+/// still writing, has its connection reset by the unread bytes.
+pub const READ_LIMIT_BYTES: usize = 2 * MAX_MESSAGE_BYTES;
+
 /// What all sessions share: the session slots and the minted client secrets.
 #[derive(Clone)]
 pub struct Live {

@@ -288,6 +288,9 @@ impl Session {
                         return message.map_or(End::ClientGone, |m| read_failure(m.err()));
                     };
                     self.last_client_event = Instant::now();
+                    if message_len(&message) > super::MAX_MESSAGE_BYTES {
+                        return message_too_large();
+                    }
                     if !self.on_message(message, out) {
                         return End::ClientGone;
                     }
@@ -597,6 +600,11 @@ impl Session {
         if self.interim.is_some() || !due || ms(held) < MIN_INTERIM_MS {
             return;
         }
+        if !self.context.engine.has_spare_room() {
+            // Interim text is optional: a busy engine keeps its room for files and turns.
+            self.count_interim("skipped");
+            return;
+        }
         let from = turn.start.saturating_sub(self.origin);
         let samples = self.buffer[from..].to_vec();
         let item_id = turn.item_id.clone();
@@ -706,27 +714,41 @@ fn transcription_param(shape: Shape, field: &str) -> String {
     }
 }
 
-/// A socket read that failed: a message over the size limit gets its error and 1009.
+/// A socket read that failed: a message over the socket's read limit gets its error and
+/// 1009 (the client may not read them: see [`super::READ_LIMIT_BYTES`]).
 fn read_failure(error: Option<axum::Error>) -> End {
     let too_big = error.as_ref().is_some_and(|e| {
         let text = e.to_string();
         text.contains("too long") || text.contains("too big") || text.contains("Space limit")
     });
     if too_big {
-        return End::Error(
-            ProtocolError::invalid(
-                "message_too_large",
-                format!(
-                    "A message was over the limit of {} bytes (an append may carry at most \
-                     {} bytes of base64).",
-                    super::MAX_MESSAGE_BYTES,
-                    protocol::MAX_APPEND_BASE64_BYTES
-                ),
-            ),
-            1009,
-        );
+        return message_too_large();
     }
     End::ClientGone
+}
+
+fn message_len(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len(),
+        Message::Close(_) => 0,
+    }
+}
+
+/// A message over [`super::MAX_MESSAGE_BYTES`]: its error event, then close 1009.
+fn message_too_large() -> End {
+    End::Error(
+        ProtocolError::invalid(
+            "message_too_large",
+            format!(
+                "A message was over the limit of {} bytes (an append may carry at most \
+                 {} bytes of base64).",
+                super::MAX_MESSAGE_BYTES,
+                protocol::MAX_APPEND_BASE64_BYTES
+            ),
+        ),
+        1009,
+    )
 }
 
 async fn wait_interim(slot: &mut Option<InterimPass>) -> (String, Result<Reply, EngineError>) {

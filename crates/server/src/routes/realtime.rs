@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::realtime::protocol::{self, ProtocolError, SessionUpdate, Settings, Shape};
 use crate::realtime::secrets::MintError;
 use crate::realtime::session::{self, Context, End};
-use crate::realtime::MAX_MESSAGE_BYTES;
+use crate::realtime::READ_LIMIT_BYTES;
 
 /// The subprotocol OpenAI's browser clients offer (and expect echoed).
 const SUBPROTOCOL: &str = "realtime";
@@ -85,8 +85,8 @@ pub async fn connect(
     let initial = secret.map(|Extension(s)| s.0).unwrap_or_default();
     upgrade
         .protocols([SUBPROTOCOL])
-        .max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
+        .max_message_size(READ_LIMIT_BYTES)
+        .max_frame_size(READ_LIMIT_BYTES)
         .on_upgrade(move |socket| async move {
             session::run(socket, context, shape, initial, refusal).await;
             drop(permit);
