@@ -1,9 +1,8 @@
 //! Speech as OpenAI's Realtime API takes it (`audio/pcm`, the beta's `pcm16`): mono 16-bit
 //! little-endian PCM at 24 kHz. The English set is decoded to 16 kHz ([`assets::samples`])
-//! and upsampled by 3/2 here with a windowed-sinc interpolator, so the bench needs no sox on
-//! a GPU host and every live client (the SDK scripts, the bench) streams the same bytes.
+//! and upsampled by 3/2 here with steno-audio's resampler, so the bench needs no sox on a GPU
+//! host and every live client (the SDK scripts, the bench) streams the same bytes.
 
-use std::f64::consts::PI;
 use std::path::Path;
 
 use crate::assets;
@@ -12,47 +11,15 @@ use crate::assets;
 pub const RATE: u32 = 24_000;
 /// Bytes of one second of [`RATE`] PCM16.
 pub const BYTES_PER_SECOND: usize = RATE as usize * 2;
-/// Sinc taps on each side of an output sample (at 16 kHz, 1 ms).
-const HALF_TAPS: i64 = 16;
 
 /// The audio file at `path` as 24 kHz PCM16 bytes.
 pub fn from_file(path: &Path) -> Vec<u8> {
     to_bytes(&upsample_16k(&assets::samples(path)))
 }
 
-/// 16 kHz samples at 24 kHz: each output sample interpolated from the 2 × [`HALF_TAPS`]
-/// nearest inputs with a Hann-windowed sinc (the input is already band-limited to 8 kHz,
-/// below the new Nyquist frequency, so no low-pass is needed).
+/// 16 kHz samples at 24 kHz, through the resampler that decodes uploads.
 pub fn upsample_16k(samples: &[f32]) -> Vec<f32> {
-    let out_len = samples.len() * 3 / 2;
-    (0..out_len)
-        .map(|n| {
-            // Output n sits at input time n * 2/3.
-            let t = n as f64 * 2.0 / 3.0;
-            let centre = t.floor() as i64;
-            let mut acc = 0.0;
-            for k in centre - HALF_TAPS + 1..=centre + HALF_TAPS {
-                let Some(&x) = usize::try_from(k).ok().and_then(|k| samples.get(k)) else {
-                    continue;
-                };
-                acc += x as f64 * kernel(t - k as f64);
-            }
-            acc as f32
-        })
-        .collect()
-}
-
-fn kernel(d: f64) -> f64 {
-    if d.abs() >= HALF_TAPS as f64 {
-        return 0.0;
-    }
-    let sinc = if d == 0.0 {
-        1.0
-    } else {
-        (PI * d).sin() / (PI * d)
-    };
-    let hann = 0.5 + 0.5 * (PI * d / HALF_TAPS as f64).cos();
-    sinc * hann
+    steno_audio::resample(samples, steno_audio::SAMPLE_RATE, RATE)
 }
 
 /// Float samples in [-1, 1] as PCM16 little-endian bytes (clipped).
@@ -71,6 +38,7 @@ pub fn seconds(bytes: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::f64::consts::PI;
 
     fn sine(freq: f64, rate: f64, n: usize) -> Vec<f32> {
         (0..n)

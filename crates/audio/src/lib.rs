@@ -40,6 +40,7 @@ mod testutil;
 
 pub use decode::{decode, decode_into, decode_owned, decode_raw_pcm_s16le, SampleSink, SourceInfo};
 pub use error::AudioError;
+pub use resample::resample;
 
 /// The sample rate of every [`Audio`] this crate returns, and what [`vad`] assumes.
 /// The one definition of the fact: `steno_whisper::mel::SAMPLE_RATE` derives from it.

@@ -43,21 +43,33 @@ pub(crate) fn resample_to_16k(
 ) -> Result<Vec<f32>, crate::AudioError> {
     use crate::{AudioError, SAMPLE_RATE};
     check_rate(source_rate).map_err(AudioError::InvalidParameter)?;
-    let clean = samples.iter().map(|&s| if s.is_finite() { s } else { 0.0 });
     if source_rate == SAMPLE_RATE {
-        return Ok(clean.collect());
+        return Ok(samples.iter().map(|&s| finite(s)).collect());
     }
-    let mut resampler = Resampler::new(source_rate, SAMPLE_RATE);
+    Ok(resample(samples, source_rate, SAMPLE_RATE))
+}
+
+/// Mono `f32` samples at `in_rate` Hz converted to `out_rate` Hz in one call (the
+/// streaming [`Resampler`] fed in chunks, then finished). Non-finite samples count as 0.
+pub fn resample(samples: &[f32], in_rate: u32, out_rate: u32) -> Vec<f32> {
+    let mut resampler = Resampler::new(in_rate, out_rate);
     let mut out = Vec::with_capacity(resampler.output_len(samples.len() as u64) as usize);
     let mut chunk = Vec::with_capacity(1 << 16);
-    let mut clean = clean.peekable();
-    while clean.peek().is_some() {
+    for part in samples.chunks(1 << 16) {
         chunk.clear();
-        chunk.extend(clean.by_ref().take(1 << 16));
+        chunk.extend(part.iter().map(|&s| finite(s)));
         resampler.push(&chunk, &mut out);
     }
     resampler.finish(&mut out);
-    Ok(out)
+    out
+}
+
+fn finite(sample: f32) -> f32 {
+    if sample.is_finite() {
+        sample
+    } else {
+        0.0
+    }
 }
 
 /// `Err(message)` unless `rate` is within the accepted source range.
