@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # On the GPU host, after unpack.sh: runs the measurements of deploy/gpu/RESULTS.md.
 #
-#   run.sh STEP...     STEP: info smoke wer server live model turbo clips peer (or all)
+#   run.sh STEP...     STEP: info smoke wer server live model turbo clips peer steps (or all)
 #
 # Reports (Markdown/logs, a few files per step) go to $OUT (default ./gpu-out); bulky
 # intermediates (16 kHz WAVs, converted weights, transcripts) to $STENO_WORK
 # (default /root/steno-work). STENO_GPU is the unpacked bundle (default /root/steno-gpu).
 # Knobs: CLIENTS (1,8,32,64), REQUESTS (128), BATCH_ROWS (64), BATCHES (1,8,32,64),
-# SESSIONS (1,32,64: live sessions per level), PY (python3: the one with torch and transformers).
+# SESSIONS (1,32,64: live sessions per level), PY (python3: the one with torch and transformers),
+# STEP_ROWS (1,8,32,64: decoder rows of `steps`).
 set -uo pipefail
 gpu=${STENO_GPU:-/root/steno-gpu}
 # shellcheck disable=SC1091
@@ -21,6 +22,7 @@ requests=${REQUESTS:-128}
 batch_rows=${BATCH_ROWS:-64}
 batches=${BATCHES:-1,8,32,64}
 sessions=${SESSIONS:-1,32,64}
+step_rows=${STEP_ROWS:-1,8,32,64}
 py=${PY:-python3}
 command -v "$py" >/dev/null || py=/opt/torch/.venv/bin/python3
 step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%T)"; }
@@ -82,6 +84,12 @@ clips() {
   cp "$work/clips/steno-clips.md" "$out/"
 }
 
+steps() {
+  step "steps: whisper-bench --steps base, decoder step ms at $step_rows rows: dynamic caches, static, compiled (#16)"
+  (cd "$work" && check env STENO_BENCH_STEP_ROWS="$step_rows" whisper-bench --steps "$models/base-ct2") |
+    tee "$out/steps.md"
+}
+
 peer() {
   step "peer: transformers pipeline (fp16, sdpa), base converted from the same CT2 weights"
   [ -f "$work/wavs16/clips.tsv" ] || check whisper-bench --wavs16 "$work/wavs16"
@@ -96,8 +104,8 @@ peer() {
 [ $# -gt 0 ] || set -- all
 for s in "$@"; do
   case "$s" in
-    all) info; smoke; wer; server; live; model; turbo; clips; peer ;;
-    info | smoke | wer | server | live | model | turbo | clips | peer) "$s" ;;
+    all) info; smoke; wer; server; live; model; turbo; clips; steps; peer ;;
+    info | smoke | wer | server | live | model | turbo | clips | steps | peer) "$s" ;;
     *) echo "unknown step $s"; exit 2 ;;
   esac
 done

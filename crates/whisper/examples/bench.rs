@@ -25,6 +25,8 @@
 //! * `bench --wavs16 OUT_DIR`: the same clips decoded by Steno to 16 kHz mono WAVs plus
 //!   OUT_DIR/clips.tsv (key, wav, seconds), so a peer sees exactly Steno's samples.
 //! * `bench --score HYP.tsv…`: corpus WER (Steno's normaliser) of `key<TAB>text` files.
+//! * `bench --steps MODEL_DIR`: decoder step time at 1, 8, 32, 64 rows
+//!   (`STENO_BENCH_STEP_ROWS`), dynamic caches vs static vs the compiled step, back to back.
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -34,7 +36,7 @@ use mlx_rs::ops;
 use mlx_rs::{Array, Dtype};
 use steno_e2e::assets;
 use steno_whisper::config::ModelDims;
-use steno_whisper::decoding::{Batch, RowSpec};
+use steno_whisper::decoding::{Batch, RowSpec, StepKind};
 use steno_whisper::model::{Weights, WhisperModel};
 use steno_whisper::tokenizer::Tokenizer;
 use steno_whisper::{LoadOptions, Mode, Task, TranscribeOptions, Whisper};
@@ -715,6 +717,12 @@ fn main() {
         Some("--turbo-ops") => turbo_ops(),
         Some("--wavs16") => write_wavs16(std::path::Path::new(&args[2])),
         Some("--score") => score(&args[2..]),
+        Some("--steps") => {
+            let whisper = Whisper::load(std::path::Path::new(&args[2]), &LoadOptions::default())
+                .expect("load model");
+            let rows = env_list("STENO_BENCH_STEP_ROWS", &[1, 8, 32, 64]);
+            print!("{}", decoder_steps(&whisper, &rows));
+        }
         Some("--clips") => {
             let rows: Vec<usize> = args[3].split(',').filter_map(|x| x.parse().ok()).collect();
             clips_throughput(
@@ -725,6 +733,80 @@ fn main() {
         }
         _ => model_bench(),
     }
+}
+
+/// Decoder step time at each row count, the three [`StepKind`]s side by side: their
+/// batches step in turn (one step each, round after round), so each ratio is measured
+/// back to back. Rows never emit EOT; the first steps (the compiled step's traces) are
+/// left out, then the median of 40 steps.
+fn decoder_steps(whisper: &Whisper, rows: &[usize]) -> String {
+    let dims = &whisper.model.dims;
+    let jfk = decode(&assets::jfk().path);
+    let mel = whisper.mel(&jfk);
+    let mut window = mel.window(0, 3000);
+    window.resize(3000 * dims.n_mels, 0.0);
+    let features = whisper.encode(&[window]).unwrap().remove(0);
+    let mut rules = whisper.row_rules(&TranscribeOptions::default()).unwrap();
+    rules.suppress_tokens.push(rules.specials.eot);
+    rules.timestamps = None;
+    rules.sample_len = 10_000;
+    rules.stop_degenerate = false;
+    let rules = std::sync::Arc::new(rules);
+    let kinds = [StepKind::Dynamic, StepKind::Static, StepKind::Compiled];
+    let mut report = format!(
+        "\nDecoder step ms ({} layers, state {}, {:?}; median of 40 steps)\n\n\
+         | rows | dynamic | static | compiled | compiled / dynamic | ms / token (best) |\n\
+         |---|---|---|---|---|---|\n",
+        dims.n_text_layer, dims.n_text_state, whisper.model.dtype,
+    );
+    for &n in rows {
+        let specs = || -> Vec<RowSpec> {
+            (0..n)
+                .map(|i| RowSpec {
+                    id: i as u64,
+                    initial_tokens: whisper
+                        .tokenizer
+                        .sot_sequence(Some("en"), Task::Transcribe)
+                        .unwrap(),
+                    sot_index: 0,
+                    temperature: 0.0,
+                    seed: 0,
+                    rules: rules.clone(),
+                    features: features.clone(),
+                    max_tokens: usize::MAX,
+                })
+                .collect()
+        };
+        let mut batches: Vec<Batch> = kinds
+            .iter()
+            .map(|&kind| {
+                let mut batch = Batch::with_kind(&whisper.model, kind);
+                batch.admit(&whisper.model, specs()).unwrap();
+                batch
+            })
+            .collect();
+        let mut times = vec![Vec::new(); kinds.len()];
+        for round in 0..45 {
+            for (batch, times) in batches.iter_mut().zip(&mut times) {
+                let t = timed(|| batch.step(&whisper.model).unwrap()).1;
+                if round >= 5 {
+                    times.push(t * 1e3);
+                }
+            }
+        }
+        let ms: Vec<f64> = times.into_iter().map(median).collect();
+        let best = ms.iter().cloned().fold(f64::INFINITY, f64::min);
+        let _ = writeln!(
+            report,
+            "| {n} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            ms[0],
+            ms[1],
+            ms[2],
+            ms[2] / ms[0],
+            best / n as f64
+        );
+    }
+    report
 }
 
 /// `bench [MODEL_DIR]`: see the header.
@@ -775,46 +857,11 @@ fn model_bench() {
         );
     }
 
-    // Decoder steps: B rows that never emit EOT, timed per step.
-    let jfk = decode(&assets::jfk().path);
-    let mel = whisper.mel(&jfk);
-    let mut window = mel.window(0, 3000);
-    window.resize(3000 * dims.n_mels, 0.0);
-    let features = whisper.encode(&[window]).unwrap().remove(0);
-    let mut rules = whisper.row_rules(&TranscribeOptions::default()).unwrap();
-    rules.suppress_tokens.push(rules.specials.eot);
-    rules.timestamps = None;
-    rules.sample_len = 10_000;
-    rules.stop_degenerate = false;
-    let rules = std::sync::Arc::new(rules);
-    let _ = writeln!(
-        report,
-        "\n| decoder batch | ms / step | ms / token |\n|---|---|---|"
-    );
-    for rows in [1usize, 4, 16] {
-        let mut batch = Batch::new(&whisper.model);
-        let specs = (0..rows)
-            .map(|i| RowSpec {
-                id: i as u64,
-                initial_tokens: whisper
-                    .tokenizer
-                    .sot_sequence(Some("en"), Task::Transcribe)
-                    .unwrap(),
-                sot_index: 0,
-                temperature: 0.0,
-                seed: 0,
-                rules: rules.clone(),
-                features: features.clone(),
-                max_tokens: usize::MAX,
-            })
-            .collect();
-        batch.admit(&whisper.model, specs).unwrap();
-        let steps: Vec<f64> = (0..40)
-            .map(|_| timed(|| batch.step(&whisper.model).unwrap()).1)
-            .collect();
-        let step = median(steps) * 1e3;
-        let _ = writeln!(report, "| {rows} | {step:.1} | {:.1} |", step / rows as f64);
-    }
+    // Decoder steps: B rows that never emit EOT, timed per step, each way of stepping.
+    report.push_str(&decoder_steps(
+        &whisper,
+        &env_list("STENO_BENCH_STEP_ROWS", &[1, 4, 16, 64]),
+    ));
 
     if std::env::var_os("STENO_BENCH_KERNELS_ONLY").is_some() {
         print!("{report}");

@@ -13,11 +13,14 @@
 
 use std::sync::Arc;
 
-use mlx_rs::ops;
+use mlx_rs::ops::{
+    self,
+    indexing::{TryIndexMutOp, TryIndexOp},
+};
 use mlx_rs::{Array, Dtype};
 
-use crate::error::Result;
-use crate::model::{drop_cache_prefix, LayerCache, WhisperModel};
+use crate::error::{Result, WhisperError};
+use crate::model::{drop_cache_prefix, CompiledStep, LayerCache, TextDecoder, WhisperModel};
 
 /// Opaque identifier the caller gives a row.
 pub type RowId = u64;
@@ -165,6 +168,7 @@ pub struct RowOutcome {
     pub degenerate: bool,
 }
 
+#[derive(Clone)]
 struct ActiveRow {
     id: RowId,
     rules: Arc<RowRules>,
@@ -240,21 +244,99 @@ impl ActiveRow {
     }
 }
 
+/// How [`Batch::step`] runs the decoder and keeps the self-attention caches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepKind {
+    /// Caches of the batch's time axis, grown by one time step each step (new shapes
+    /// every step).
+    Dynamic,
+    /// Static caches ([`TextDecoder::static_step`]): `[row bucket, heads, time bucket,
+    /// dim]`, the same shapes for every step until the rows reach the next bucket
+    /// ([`row_bucket`], [`time_bucket`]); the step run op by op.
+    Static,
+    /// Static caches and the step compiled by MLX ([`CompiledStep`]), one trace per
+    /// row-count bucket.
+    Compiled,
+}
+
+/// `decoding.compiled_step`: 0 auto, 1 on, 2 off (process-wide, set at start-up).
+static COMPILED_STEP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Sets `decoding.compiled_step`: `Some(true)` on, `Some(false)` off, `None` the
+/// measured winner of the device ([`StepKind::default_for_device`]).
+pub fn set_compiled_step(on: Option<bool>) {
+    let value = match on {
+        None => 0,
+        Some(true) => 1,
+        Some(false) => 2,
+    };
+    COMPILED_STEP.store(value, std::sync::atomic::Ordering::Relaxed);
+}
+
+impl StepKind {
+    /// What `decoding.compiled_step = "auto"` picks, by measurement (`make bench-model`
+    /// on the CPU, `deploy/gpu/run.sh step` on the GPU).
+    pub fn default_for_device() -> Self {
+        if crate::model::on_cpu() {
+            StepKind::Dynamic
+        } else {
+            StepKind::Compiled
+        }
+    }
+
+    /// The kind `decoding.compiled_step` asks for.
+    pub fn configured() -> Self {
+        match COMPILED_STEP.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => StepKind::Compiled,
+            2 => StepKind::Dynamic,
+            _ => Self::default_for_device(),
+        }
+    }
+}
+
+/// Time steps static caches hold for rows that need `steps`: 64, 128, 256, then all
+/// `most` (the text context). Few shapes, and the first steps of a batch attend over a
+/// short axis rather than the whole context.
+fn time_bucket(steps: usize, most: usize) -> usize {
+    steps.max(64).next_power_of_two().min(most)
+}
+
+/// Rows a static batch of `rows` rows holds: a few fixed sizes, so that few shapes
+/// (and compiled traces) cover every batch.
+fn row_bucket(rows: usize) -> usize {
+    rows.next_power_of_two()
+}
+
 /// The running set of rows and their caches.
 pub struct Batch {
     rows: Vec<ActiveRow>,
+    /// Dynamic: `[rows, heads, time, dim]` self caches; static: `[row_bucket(rows),
+    /// heads, capacity, dim]` (rows past `rows.len()` are padding).
     caches: Vec<LayerCache>,
+    /// The shared time axis of dynamic caches.
     time: usize,
     dtype: Dtype,
+    kind: StepKind,
+    /// The longest time axis of static caches (`n_text_ctx`; see [`time_bucket`]).
+    capacity: usize,
+    compiled: Option<CompiledStep>,
 }
 
 impl Batch {
+    /// A batch that steps as `decoding.compiled_step` says ([`StepKind::configured`]).
     pub fn new(model: &WhisperModel) -> Self {
+        Self::with_kind(model, StepKind::configured())
+    }
+
+    pub fn with_kind(model: &WhisperModel, kind: StepKind) -> Self {
         Self {
             rows: Vec::new(),
             caches: Vec::new(),
             time: 0,
             dtype: model.dtype,
+            kind,
+            capacity: model.dims.n_text_ctx,
+            compiled: None,
         }
     }
 
@@ -314,8 +396,71 @@ impl Batch {
             let mut row_logits = logits[i * vocab..(i + 1) * vocab].to_vec();
             advance(row, &mut row_logits);
         }
-        self.merge(new_rows, caches, longest)?;
+        if self.kind == StepKind::Dynamic {
+            self.merge(new_rows, caches, longest)?;
+        } else {
+            self.merge_static(new_rows, caches, longest)?;
+        }
         self.collect_finished()
+    }
+
+    /// Adds new rows' caches (right-aligned, `longest` long) to static caches: each row
+    /// left-aligned at time 0, into the rows after the batch's.
+    fn merge_static(
+        &mut self,
+        rows: Vec<ActiveRow>,
+        caches: Vec<LayerCache>,
+        longest: usize,
+    ) -> Result<()> {
+        let lengths: Vec<usize> = rows.iter().map(|r| r.sample_begin).collect();
+        let steps = longest + 1;
+        self.reserve_time(steps)?;
+        let time = match self.static_time() {
+            0 => time_bucket(steps, self.capacity),
+            time => time,
+        };
+        let caches = TextDecoder::left_align(caches, &lengths, longest, time)?;
+        let (old, new) = (self.rows.len(), rows.len());
+        let bucket = row_bucket(old + new);
+        if self.caches.is_empty() {
+            self.caches = caches.clone();
+        }
+        for (cache, new_cache) in self.caches.iter_mut().zip(caches) {
+            let place = |a: &Array, b: Array| place_rows(a, old, b, bucket);
+            cache.self_keys = place(&cache.self_keys, new_cache.self_keys)?;
+            cache.self_values = place(&cache.self_values, new_cache.self_values)?;
+            cache.cross_keys = place(&cache.cross_keys, new_cache.cross_keys)?;
+            cache.cross_values = place(&cache.cross_values, new_cache.cross_values)?;
+        }
+        self.rows.extend(rows);
+        Ok(())
+    }
+
+    /// The time axis of static caches (0 while there are none).
+    fn static_time(&self) -> usize {
+        self.caches
+            .first()
+            .map_or(0, |c| c.self_keys.shape()[2] as usize)
+    }
+
+    /// Grows static caches' time axis to hold `steps` time steps ([`time_bucket`]),
+    /// zeros past the old end.
+    fn reserve_time(&mut self, steps: usize) -> Result<()> {
+        let have = self.static_time();
+        if have == 0 || steps <= have {
+            return Ok(());
+        }
+        let want = time_bucket(steps, self.capacity);
+        let grow = |a: &Array| -> Result<Array> {
+            let s = a.shape();
+            let zeros = ops::zeros_dtype(&[s[0], s[1], (want - have) as i32, s[3]], a.dtype())?;
+            Ok(ops::concatenate(&[a, &zeros], 2)?)
+        };
+        for cache in &mut self.caches {
+            cache.self_keys = grow(&cache.self_keys)?;
+            cache.self_values = grow(&cache.self_values)?;
+        }
+        Ok(())
     }
 
     /// Right-aligns the new rows' caches (length `new_time`) with the batch's.
@@ -371,6 +516,20 @@ impl Batch {
         if self.rows.is_empty() {
             return Ok(Vec::new());
         }
+        let logits = match self.kind {
+            StepKind::Dynamic => self.dynamic_logits(model)?,
+            StepKind::Static | StepKind::Compiled => self.static_logits(model)?,
+        };
+        let vocab = logits.len() / self.rows.len();
+        for (i, row) in self.rows.iter_mut().enumerate() {
+            let mut row_logits = logits[i * vocab..(i + 1) * vocab].to_vec();
+            advance(row, &mut row_logits);
+        }
+        self.collect_finished()
+    }
+
+    /// One step over dynamic caches: each row's logits, `[rows · vocab]` on the host.
+    fn dynamic_logits(&mut self, model: &WhisperModel) -> Result<Vec<f32>> {
         let b = self.rows.len();
         let tokens: Vec<i32> = self.rows.iter().map(|r| r.pending as i32).collect();
         let positions: Vec<i32> = self
@@ -393,13 +552,54 @@ impl Batch {
             .forward(&tokens, &positions, &mask, &mut self.caches)?;
         self.time = keys;
         let state = hidden.shape()[2];
-        let logits = host_logits(&model.decoder.logits(&hidden.reshape(&[b as i32, state])?)?)?;
-        let vocab = logits.len() / b;
-        for (i, row) in self.rows.iter_mut().enumerate() {
-            let mut row_logits = logits[i * vocab..(i + 1) * vocab].to_vec();
-            advance(row, &mut row_logits);
+        host_logits(&model.decoder.logits(&hidden.reshape(&[b as i32, state])?)?)
+    }
+
+    /// One step over static caches, compiled or not: each row's logits, `[rows · vocab]`
+    /// on the host. The old caches are moved into the step, so that MLX writes the new
+    /// keys into their buffers rather than into copies.
+    fn static_logits(&mut self, model: &WhisperModel) -> Result<Vec<f32>> {
+        let (b, bucket) = (self.rows.len(), self.caches[0].self_keys.shape()[0]);
+        let mut tokens = vec![0i32; bucket as usize];
+        let mut positions = vec![0i32; bucket as usize];
+        for (i, row) in self.rows.iter().enumerate() {
+            tokens[i] = row.pending as i32;
+            positions[i] = (row.tokens.len() - 1) as i32;
         }
-        self.collect_finished()
+        let steps = positions.iter().max().map_or(0, |&p| p as usize + 1);
+        if steps > self.capacity {
+            return Err(WhisperError::Internal(
+                "a row outgrew the text context".into(),
+            ));
+        }
+        self.reserve_time(steps)?;
+        let mut inputs = vec![
+            Array::from_slice(&tokens, &[bucket, 1]),
+            Array::from_slice(&positions, &[bucket, 1]),
+        ];
+        for c in std::mem::take(&mut self.caches) {
+            inputs.extend([c.self_keys, c.self_values, c.cross_keys, c.cross_values]);
+        }
+        let outputs = match self.kind {
+            StepKind::Compiled => self
+                .compiled
+                .get_or_insert_with(|| CompiledStep::new(model.decoder.clone()))
+                .call(&inputs)?,
+            _ => model.decoder.static_step(&inputs)?,
+        };
+        let mut outputs = outputs.into_iter();
+        let logits = outputs.next().expect("static_step returns logits");
+        let mut inputs = inputs.into_iter().skip(2);
+        while let (Some(self_keys), Some(self_values)) = (outputs.next(), outputs.next()) {
+            let _old_self = (inputs.next(), inputs.next());
+            self.caches.push(LayerCache {
+                self_keys,
+                self_values,
+                cross_keys: inputs.next().expect("four arrays a layer"),
+                cross_values: inputs.next().expect("four arrays a layer"),
+            });
+        }
+        host_logits(&logits.try_index(..b as i32)?)
     }
 
     /// Drops a row (its request went away). Returns whether it was present.
@@ -420,45 +620,105 @@ impl Batch {
             .collect())
     }
 
-    /// Takes finished rows out of the batch, gathers the caches of the rest and
-    /// slices off the time steps no remaining row uses.
+    /// Takes finished rows out of the batch ([`Self::gather`] of the rest).
     fn remove_finished(&mut self) -> Result<Vec<ActiveRow>> {
         if self.rows.iter().all(|r| r.finished.is_none()) {
             return Ok(Vec::new());
         }
-        let (mut keep, mut live, mut done) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, row) in std::mem::take(&mut self.rows).into_iter().enumerate() {
-            if row.finished.is_some() {
-                done.push(row);
-            } else {
-                keep.push(i as i32);
-                live.push(row);
-            }
+        let keep: Vec<usize> = (0..self.rows.len())
+            .filter(|&i| self.rows[i].finished.is_none())
+            .collect();
+        self.gather(&keep)
+    }
+
+    /// Makes the batch's rows `order` (indices of the current rows; an index may
+    /// repeat, and rows left out are dropped), with their caches. The one place rows
+    /// are reordered. Returns the rows left out, in their old order.
+    fn gather(&mut self, order: &[usize]) -> Result<Vec<ActiveRow>> {
+        let mut uses = vec![0usize; self.rows.len()];
+        for &i in order {
+            *uses.get_mut(i).ok_or_else(|| {
+                WhisperError::Internal(format!("gather: no row {i} in {}", self.rows.len()))
+            })? += 1;
         }
-        if live.is_empty() {
+        let mut old: Vec<Option<ActiveRow>> = std::mem::take(&mut self.rows)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut rows = Vec::with_capacity(order.len());
+        for &i in order {
+            uses[i] -= 1;
+            // The last use takes the row; earlier ones copy it.
+            rows.push(if uses[i] == 0 {
+                old[i].take()
+            } else {
+                old[i].clone()
+            });
+        }
+        self.rows = rows.into_iter().flatten().collect();
+        self.gather_caches(order)?;
+        Ok(old.into_iter().flatten().collect())
+    }
+
+    /// [`Self::gather`]'s caches. Dynamic caches also lose the time steps no row uses
+    /// any more; static ones keep their bucket's shape, padded with copies of a row.
+    fn gather_caches(&mut self, order: &[usize]) -> Result<()> {
+        if order.is_empty() {
             self.caches.clear();
             self.time = 0;
-            return Ok(done);
+            return Ok(());
         }
-        let keep = Array::from_slice(&keep, &[keep.len() as i32]);
-        let unused = live.iter().map(|r| r.start).min().unwrap_or(0);
+        let mut index: Vec<i32> = order.iter().map(|&i| i as i32).collect();
+        let unused = match self.kind {
+            StepKind::Dynamic => self.rows.iter().map(|r| r.start).min().unwrap_or(0),
+            StepKind::Static | StepKind::Compiled => {
+                index.resize(row_bucket(order.len()), index[0]);
+                0
+            }
+        };
+        let index = Array::from_slice(&index, &[index.len() as i32]);
         for cache in &mut self.caches {
-            let gather = |a: &Array| -> Result<Array> { Ok(a.take_axis(&keep, 0)?) };
-            cache.self_keys = drop_cache_prefix(&gather(&cache.self_keys)?, unused as i32)?;
-            cache.self_values = drop_cache_prefix(&gather(&cache.self_values)?, unused as i32)?;
+            let gather = |a: &Array| -> Result<Array> { Ok(a.take_axis(&index, 0)?) };
+            cache.self_keys = gather(&cache.self_keys)?;
+            cache.self_values = gather(&cache.self_values)?;
             cache.cross_keys = gather(&cache.cross_keys)?;
             cache.cross_values = gather(&cache.cross_values)?;
+            if unused > 0 {
+                cache.self_keys = drop_cache_prefix(&cache.self_keys, unused as i32)?;
+                cache.self_values = drop_cache_prefix(&cache.self_values, unused as i32)?;
+            }
         }
-        for row in &mut live {
+        for row in &mut self.rows {
             row.start -= unused;
         }
         self.time -= unused;
-        self.rows = live;
-        Ok(done)
+        Ok(())
     }
 }
 
-/// The inputs of one decoder call over new rows' initial tokens, right-aligned in a
+/// Static caches `a` (`old` rows used) with `new`'s rows after them, `bucket` rows in
+/// all: written in place where `a` already has that many rows, else copied into a
+/// new array padded with zeros.
+fn place_rows(a: &Array, old: usize, new: Array, bucket: usize) -> Result<Array> {
+    let (n, rows) = (new.shape()[0] as usize, a.shape()[0] as usize);
+    if old == 0 && rows == n && n == bucket {
+        return Ok(new);
+    }
+    if rows == bucket {
+        let mut a = a.clone();
+        a.try_index_mut(old as i32..(old + n) as i32, &new)?;
+        return Ok(a);
+    }
+    let mut parts = vec![a.try_index(..old as i32)?, new];
+    if bucket > old + n {
+        let s = parts[1].shape().to_vec();
+        let pad = [(bucket - old - n) as i32, s[1], s[2], s[3]];
+        parts.push(ops::zeros_dtype(&pad, a.dtype())?);
+    }
+    Ok(ops::concatenate(&parts, 0)?)
+}
+
+/// The inputs of one decoder call over new rows'/// The inputs of one decoder call over new rows' initial tokens, right-aligned in a
 /// `[rows, longest]` grid: padding repeats a row's first token; the mask
 /// `[rows, 1, longest, longest]` is causal within each row's own tokens, and a padding
 /// query sees only itself so that no softmax row is empty.
@@ -695,6 +955,7 @@ fn sample(logits: &[f32], temperature: f32, rng: &mut Rng) -> u32 {
 }
 
 /// SplitMix64: small, seedable, good enough for sampling.
+#[derive(Clone)]
 struct Rng(u64);
 
 impl Rng {

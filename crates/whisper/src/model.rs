@@ -589,7 +589,7 @@ impl TextDecoder {
                 &cache.cross_values,
                 None,
             )?)?;
-            x = block.mlp.residual(&x)?;
+            x = decoder_mlp(&block.mlp, &x)?;
         }
         self.ln.forward(&x)
     }
@@ -632,6 +632,123 @@ impl TextDecoder {
     }
 }
 
+/// A batch's self-attention caches preallocated: `[row bucket, heads, time bucket,
+/// head_dim]` per layer (at most the text context), row `i`'s keys at time
+/// `0..positions[i]`, so that step after step has the same shapes and MLX's compile can
+/// replay it.
+impl TextDecoder {
+    /// One decoder step over static caches, a pure function of arrays (what
+    /// [`CompiledStep`] compiles). `inputs`: tokens `[bucket, 1]`, positions `[bucket, 1]`
+    /// (int32; each row's token is written to, and attends up to, its position), then per
+    /// layer self keys, self values, cross keys, cross values. Returns logits
+    /// `[bucket, vocab]`, then per layer the updated self keys and values.
+    pub fn static_step(&self, inputs: &[Array]) -> Result<Vec<Array>> {
+        let (tokens, positions) = (&inputs[0], &inputs[1]);
+        let layers = &inputs[2..];
+        let [rows, heads, capacity, head_dim] = layers[0].shape() else {
+            return Err(WhisperError::Mlx("static cache must be 4-d".into()));
+        };
+        let (rows, heads, capacity, head_dim) = (*rows, *heads, *capacity, *head_dim);
+        let at = positions.reshape(&[rows, 1, 1, 1])?;
+        let dtype = layers[0].dtype();
+        let mask = static_mask(&at, capacity, dtype)?;
+        let at = ops::broadcast_to(&at, &[rows, heads, 1, head_dim])?;
+        let mut x = self
+            .token_embedding
+            .take_axis(tokens, 0)?
+            .add(self.positional.take_axis(positions, 0)?)?;
+        let mut outputs = vec![Array::from_f32(0.0)];
+        for (block, cache) in self.blocks.iter().zip(layers.chunks_exact(4)) {
+            let h = block.attn_ln.forward(&x)?;
+            let (k, v) = block.attn.key_value(&h)?;
+            let keys = cache[0].put_along_axis(&at, &k, 2)?;
+            let values = cache[1].put_along_axis(&at, &v, 2)?;
+            x = x.add(block.attn.attend(&h, &keys, &values, Some(&mask))?)?;
+            let h = block.cross_attn_ln.forward(&x)?;
+            x = x.add(block.cross_attn.attend(&h, &cache[2], &cache[3], None)?)?;
+            x = decoder_mlp(&block.mlp, &x)?;
+            outputs.extend([keys, values]);
+        }
+        let state = x.shape()[2];
+        outputs[0] = self.logits(&self.ln.forward(&x)?.reshape(&[rows, state])?)?;
+        Ok(outputs)
+    }
+
+    /// Per-layer static caches of `rows` new rows whose keys/values `caches` hold
+    /// right-aligned in a prefill of `longest` steps (row `i` has `lengths[i]` tokens):
+    /// each row's moved to time `0..` of a `capacity`-long axis. Past a row's length the
+    /// axis holds copies of its last key (finite; masked by [`static_mask`]).
+    pub fn left_align(
+        caches: Vec<LayerCache>,
+        lengths: &[usize],
+        longest: usize,
+        capacity: usize,
+    ) -> Result<Vec<LayerCache>> {
+        let mut index = Vec::with_capacity(lengths.len() * capacity);
+        for &length in lengths {
+            let pad = longest - length;
+            index.extend((0..capacity).map(|t| (pad + t).min(longest - 1) as i32));
+        }
+        let index = Array::from_slice(&index, &[lengths.len() as i32, 1, capacity as i32, 1]);
+        caches
+            .into_iter()
+            .map(|c| {
+                Ok(LayerCache {
+                    self_keys: c.self_keys.take_along_axis(&index, 2)?,
+                    self_values: c.self_values.take_along_axis(&index, 2)?,
+                    ..c
+                })
+            })
+            .collect()
+    }
+}
+
+/// The decoder's MLP residual, all MLX ops (MLX's GELU): a decoder step's few rows
+/// gain nothing from the encoder's host kernels, and [`CompiledStep`] can only trace
+/// MLX ops (no evaluation inside).
+fn decoder_mlp(mlp: &Mlp, x: &Array) -> Result<Array> {
+    let h = mlx_rs::nn::gelu(&mlp.fc1.forward(&mlp.ln.forward(x)?)?)?;
+    Ok(x.add(mlp.fc2.forward(&h)?)?)
+}
+
+/// Additive mask `[rows, 1, 1, capacity]` of a static step: a row at position `p`
+/// (`at`: `[rows, 1, 1, 1]`) sees keys `0..=p`.
+fn static_mask(at: &Array, capacity: i32, dtype: Dtype) -> Result<Array> {
+    let time = Array::from_iter(0..capacity, &[1, 1, 1, capacity]);
+    let visible = time.le(at)?;
+    let blocked = Array::from_f32(f32::NEG_INFINITY).as_dtype(dtype)?;
+    Ok(ops::select(
+        &visible,
+        &Array::from_f32(0.0).as_dtype(dtype)?,
+        &blocked,
+    )?)
+}
+
+/// [`TextDecoder::static_step`] compiled by MLX: traced once per input shapes (one
+/// row-count bucket each), then replayed with its elementwise work fused.
+pub struct CompiledStep {
+    step: Box<dyn FnMut(&[Array]) -> std::result::Result<Vec<Array>, mlx_rs::error::Exception>>,
+}
+
+impl CompiledStep {
+    pub fn new(decoder: std::sync::Arc<TextDecoder>) -> Self {
+        let f = move |inputs: &[Array]| {
+            decoder.static_step(inputs).map_err(|e| {
+                eprintln!("DEBUG {e}");
+                mlx_rs::error::Exception::custom(e.to_string())
+            })
+        };
+        Self {
+            step: Box::new(mlx_rs::transforms::compile::compile(f, false)),
+        }
+    }
+
+    /// Runs the compiled step: same inputs and outputs as [`TextDecoder::static_step`].
+    pub fn call(&mut self, inputs: &[Array]) -> Result<Vec<Array>> {
+        Ok((self.step)(inputs)?)
+    }
+}
+
 fn causal_mask(n: usize, dtype: Dtype) -> Result<Array> {
     let mut data = vec![0f32; n * n];
     for i in 0..n {
@@ -646,7 +763,8 @@ pub struct WhisperModel {
     pub dims: ModelDims,
     pub dtype: Dtype,
     pub encoder: AudioEncoder,
-    pub decoder: TextDecoder,
+    /// Shared with the compiled decoder step ([`CompiledStep`]), which must own it.
+    pub decoder: std::sync::Arc<TextDecoder>,
 }
 
 impl WhisperModel {
@@ -665,7 +783,7 @@ impl WhisperModel {
             dims,
             dtype,
             encoder,
-            decoder,
+            decoder: std::sync::Arc::new(decoder),
         };
         model.materialize()?;
         Ok(model)
