@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # On the GPU host, after unpack.sh: runs the measurements of deploy/gpu/RESULTS.md.
 #
-#   run.sh STEP...     STEP: info smoke wer server live model turbo clips peer steps (or all)
+#   run.sh STEP...     STEP: info smoke wer server live model turbo clips peer steps beam (or all)
 #
 # Reports (Markdown/logs, a few files per step) go to $OUT (default ./gpu-out); bulky
 # intermediates (16 kHz WAVs, converted weights, transcripts) to $STENO_WORK
 # (default /root/steno-work). STENO_GPU is the unpacked bundle (default /root/steno-gpu).
 # Knobs: CLIENTS (1,8,32,64), REQUESTS (128), BATCH_ROWS (64), BATCHES (1,8,32,64),
 # SESSIONS (1,32,64: live sessions per level), PY (python3: the one with torch and transformers),
-# STEP_ROWS (1,8,32,64: decoder rows of `steps`).
+# STEP_ROWS (1,8,32,64: decoder rows of `steps`), BEAM_ROWS (32: max batch rows of `beam`).
 set -uo pipefail
 gpu=${STENO_GPU:-/root/steno-gpu}
 # shellcheck disable=SC1091
@@ -23,6 +23,7 @@ batch_rows=${BATCH_ROWS:-64}
 batches=${BATCHES:-1,8,32,64}
 sessions=${SESSIONS:-1,32,64}
 step_rows=${STEP_ROWS:-1,8,32,64}
+beam_rows=${BEAM_ROWS:-32}
 py=${PY:-python3}
 command -v "$py" >/dev/null || py=/opt/torch/.venv/bin/python3
 step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%T)"; }
@@ -90,6 +91,12 @@ steps() {
     tee "$out/steps.md"
 }
 
+beam() {
+  step "beam: base, every English clip, $beam_rows rows: greedy then beam 5, back to back (#16: WER -0.3 points at <= 2x greedy's wall time)"
+  check env STENO_BENCH_BEAMS=1,5 whisper-bench --clips "$models/base-ct2" "$beam_rows" "$work/beam" 2>&1 | tail -8
+  cp "$work/beam/steno-clips.md" "$out/beam.md"
+}
+
 peer() {
   step "peer: transformers pipeline (fp16, sdpa), base converted from the same CT2 weights"
   [ -f "$work/wavs16/clips.tsv" ] || check whisper-bench --wavs16 "$work/wavs16"
@@ -104,8 +111,8 @@ peer() {
 [ $# -gt 0 ] || set -- all
 for s in "$@"; do
   case "$s" in
-    all) info; smoke; wer; server; live; model; turbo; clips; steps; peer ;;
-    info | smoke | wer | server | live | model | turbo | clips | steps | peer) "$s" ;;
+    all) info; smoke; wer; server; live; model; turbo; clips; steps; beam; peer ;;
+    info | smoke | wer | server | live | model | turbo | clips | steps | beam | peer) "$s" ;;
     *) echo "unknown step $s"; exit 2 ;;
   esac
 done

@@ -266,6 +266,10 @@ pub struct TranscriptionForm {
     pub min_speakers: Option<u32>,
     /// Steno extension: diarization finds at most this many speakers (1 to 16).
     pub max_speakers: Option<u32>,
+    /// Steno extension: beam search with this many beams (1 to 16; 1 is greedy) for the
+    /// temperature-0 attempt at each window, as OpenAI's open-source `beam_size`. Each
+    /// beam takes a row of the server's batch. Default: the server's `decoding.beam_size`.
+    pub beam_size: Option<u32>,
     /// Terms to favour (names, jargon; at most 16 of at most 48 characters): named in
     /// the prompt and their tokens' logits raised by a bounded bias.
     #[schema(rename = "keywords[]")]

@@ -28,6 +28,18 @@ pub struct Config {
     pub models: ModelsConfig,
     pub realtime: RealtimeConfig,
     pub speakers: SpeakersConfig,
+    pub decoding: DecodingConfig,
+}
+
+/// How windows are decoded (`[decoding]`): the candidates a window gets, each a row of
+/// the batch ([`steno_whisper::beam`]).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodingConfig {
+    /// Beams of the temperature-0 attempt for requests that name no `beam_size`; 1 greedy.
+    pub beam_size: usize,
+    /// Rows sampled at each fallback temperature, the best-ranked kept; 1 samples one.
+    pub best_of: usize,
 }
 
 /// Diarization (`steno-speaker`).
@@ -265,6 +277,16 @@ impl Config {
             return fail(
                 "realtime.* must be at least 1 (send_buffer_events at least 8, max_turn_seconds at least 1.0)",
             );
+        }
+        let most = steno_whisper::beam::MAX_CANDIDATES.min(self.engine.max_batch_rows);
+        if ![self.decoding.beam_size, self.decoding.best_of]
+            .iter()
+            .all(|n| (1..=most).contains(n))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "decoding.beam_size and decoding.best_of must be 1 to {most} (at most {} and engine.max_batch_rows)",
+                steno_whisper::beam::MAX_CANDIDATES
+            )));
         }
         if self.server.api_keys.iter().any(|k| k.trim().is_empty()) {
             return fail("server.api_keys must not contain empty keys");
@@ -674,6 +696,28 @@ mod tests {
         }
         let e = Config::load(None, env(&[("STENO_DECODER_CPU_SECONDS", "inf")]), vec![]);
         assert!(e.unwrap_err().to_string().contains("decoder_cpu_seconds"));
+    }
+
+    #[test]
+    fn beams_fit_the_batch() {
+        let defaults = Config::load(None, env(&[]), vec![]).unwrap();
+        assert_eq!(
+            (defaults.decoding.beam_size, defaults.decoding.best_of),
+            (1, 1)
+        );
+        let five = Config::load(None, env(&[("STENO_BEAM_SIZE", "5")]), vec![]).unwrap();
+        assert_eq!(five.decoding.beam_size, 5);
+        for pairs in [
+            &[("STENO_BEAM_SIZE", "0")][..],
+            &[("STENO_BEST_OF", "17")],
+            &[("STENO_BEAM_SIZE", "5"), ("STENO_MAX_BATCH_ROWS", "4")],
+        ] {
+            let e = Config::load(None, env(pairs), vec![]).unwrap_err();
+            assert!(
+                e.to_string().contains("decoding.beam_size"),
+                "{pairs:?}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -114,6 +114,9 @@ pub struct AudioForm {
     pub keywords: Vec<String>,
     /// `languages[]`: the languages to expect, as codes.
     pub languages: Vec<String>,
+    /// Steno's extension `beam_size`: beams of the temperature-0 attempt (`None`: the
+    /// server's `decoding.beam_size`).
+    pub beam_size: Option<usize>,
 }
 
 /// Longest audio a diarizing model takes without `chunking_strategy`, in seconds.
@@ -243,6 +246,7 @@ struct Fields {
     max_speakers: Option<usize>,
     keywords: Vec<String>,
     languages: Vec<String>,
+    beam_size: Option<usize>,
 }
 
 impl Fields {
@@ -271,6 +275,7 @@ impl Fields {
             max_speakers: None,
             keywords: Vec::new(),
             languages: Vec::new(),
+            beam_size: None,
         }
     }
 
@@ -352,6 +357,7 @@ impl Fields {
                     self.languages.push(expected_language(&item)?);
                 }
             }
+            "beam_size" => self.beam_size = Some(beam_size(value)?),
             _ => {}
         }
         Ok(())
@@ -410,6 +416,7 @@ impl Fields {
             max_speakers: self.max_speakers,
             keywords: self.keywords,
             languages: self.languages,
+            beam_size: self.beam_size,
         })
     }
 }
@@ -468,6 +475,7 @@ fn param_of(name: &str) -> Option<&'static str> {
         "max_speakers" => "max_speakers",
         "keywords[]" | "keywords" => "keywords",
         "languages[]" | "languages" => "languages",
+        "beam_size" => "beam_size",
         _ => return None,
     })
 }
@@ -550,6 +558,22 @@ fn speaker_count(value: &str, param: &'static str) -> Result<usize, ApiError> {
             ApiError::invalid(
                 format!("Invalid {param} {:?}: expected 1 to {max}.", echo(value)),
                 Some(param),
+            )
+        })
+}
+
+/// `beam_size`: 1 (greedy) to [`steno_whisper::beam::MAX_CANDIDATES`]; each beam is a
+/// row of the worker's batch.
+fn beam_size(value: &str) -> Result<usize, ApiError> {
+    let max = steno_whisper::beam::MAX_CANDIDATES;
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                format!("Invalid beam_size {:?}: expected 1 to {max}.", echo(value)),
+                Some("beam_size"),
             )
         })
 }
@@ -1328,6 +1352,20 @@ mod tests {
         }
         let crossed = finished(&[("min_speakers", "3"), ("max_speakers", "2")]).unwrap_err();
         assert_eq!(crossed.body().error.param, Some("min_speakers"));
+    }
+
+    #[test]
+    fn beam_size_is_bounded() {
+        assert_eq!(finished(&[("beam_size", "5")]).unwrap().beam_size, Some(5));
+        assert_eq!(finished(&[]).unwrap().beam_size, None);
+        let over = (steno_whisper::beam::MAX_CANDIDATES + 1).to_string();
+        for value in ["0", over.as_str(), "five", "-1", "2.5"] {
+            assert_eq!(
+                fields(&[("beam_size", value)]).err(),
+                Some(Some("beam_size")),
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -165,6 +165,12 @@ struct TranscribeArgs {
     /// The logit bias of the keywords' tokens (0 to 4; 0: the prompt only).
     #[arg(long, default_value_t = steno_whisper::transcribe::DEFAULT_KEYWORD_BIAS)]
     keyword_bias: f32,
+    /// Beam search with this many beams at temperature 0 (1: greedy; at most 16).
+    #[arg(long, default_value_t = 1)]
+    beam_size: usize,
+    /// Rows sampled at each fallback temperature, the likeliest kept (1 to 16).
+    #[arg(long, default_value_t = 1)]
+    best_of: usize,
     /// Write FILE.<ext> into this directory instead of printing.
     #[arg(long)]
     output_dir: Option<PathBuf>,
@@ -225,6 +231,8 @@ fn transcribe(args: TranscribeArgs) -> Result<()> {
     let options = TranscribeOptions {
         keywords: args.keywords.clone(),
         keyword_bias: args.keyword_bias,
+        beam_size: args.beam_size,
+        best_of: args.best_of,
         ..options
     };
     let inputs: Vec<(&[f32], TranscribeOptions)> = audio

@@ -4,6 +4,7 @@
 
 use steno_whisper::{Mode, Task, TranscribeOptions};
 
+use crate::config::DecodingConfig;
 use crate::form::AudioForm;
 
 /// The options for one transcription; everything not named here keeps
@@ -37,11 +38,14 @@ pub fn transcribe_options(
 }
 
 /// The options a checked `/v1/audio/*` form asks for (`task` comes from the route),
-/// with the terms to favour (`keywords[]`) and the languages to expect (`languages[]`).
-pub fn from_form(form: &AudioForm, task: Task) -> TranscribeOptions {
+/// with the terms to favour (`keywords[]`), the languages to expect (`languages[]`) and
+/// the beams (`beam_size`, else the server's `decoding` defaults).
+pub fn from_form(form: &AudioForm, task: Task, decoding: &DecodingConfig) -> TranscribeOptions {
     TranscribeOptions {
         keywords: form.keywords.clone(),
         languages: form.languages.clone(),
+        beam_size: form.beam_size.unwrap_or(decoding.beam_size),
+        best_of: decoding.best_of,
         ..transcribe_options(
             task,
             form.language.clone(),

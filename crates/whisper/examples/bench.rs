@@ -35,6 +35,7 @@ use mlx_rs::fast;
 use mlx_rs::ops;
 use mlx_rs::{Array, Dtype};
 use steno_e2e::assets;
+use steno_whisper::beam::Search;
 use steno_whisper::config::ModelDims;
 use steno_whisper::decoding::{Batch, RowSpec, StepKind};
 use steno_whisper::model::{Weights, WhisperModel};
@@ -350,6 +351,7 @@ Encoder FLOPs per window: {:.1} GFLOP (convs, projections, attention, MLP).
                 rules: rules.clone(),
                 features: features.clone(),
                 max_tokens: usize::MAX,
+                search: Search::Single,
             })
             .collect()
     };
@@ -652,24 +654,33 @@ fn score(files: &[String]) {
     }
 }
 
-/// `bench --clips MODEL_DIR ROWS OUT_DIR`.
+/// `bench --clips MODEL_DIR ROWS OUT_DIR`: at each row count, each beam size of
+/// `STENO_BENCH_BEAMS` (default `1`: greedy; e.g. `1,5`) back to back.
 fn clips_throughput(model_dir: &std::path::Path, rows: &[usize], out: &std::path::Path) {
     std::fs::create_dir_all(out).unwrap();
     let whisper = Whisper::load(model_dir, &LoadOptions::default()).expect("load model");
     let clips = assets::english_clips();
     let audio: Vec<Vec<f32>> = clips.iter().map(|c| decode(&c.path)).collect();
     let seconds: f64 = audio.iter().map(|a| steno_audio::seconds(a.len())).sum();
-    let options = TranscribeOptions {
-        language: Some("en".into()),
-        ..TranscribeOptions::default()
-    };
-    let inputs: Vec<(&[f32], TranscribeOptions)> = audio
-        .iter()
-        .map(|a| (a.as_slice(), options.clone()))
+    let beams: Vec<usize> = std::env::var("STENO_BENCH_BEAMS")
+        .unwrap_or_else(|_| "1".into())
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
         .collect();
+    let inputs = |beam_size: usize| -> Vec<(&[f32], TranscribeOptions)> {
+        let options = TranscribeOptions {
+            language: Some("en".into()),
+            beam_size,
+            ..TranscribeOptions::default()
+        };
+        audio
+            .iter()
+            .map(|a| (a.as_slice(), options.clone()))
+            .collect()
+    };
     // Warm-up: kernels, caches, every batch shape the largest level uses.
     let warm = rows.iter().copied().max().unwrap_or(1);
-    let _ = whisper.transcribe_many(&inputs[..warm.min(inputs.len())], warm);
+    let _ = whisper.transcribe_many(&inputs(1)[..warm.min(audio.len())], warm);
     let mut report = String::new();
     let _ = writeln!(
         report,
@@ -680,38 +691,64 @@ fn clips_throughput(model_dir: &std::path::Path, rows: &[usize], out: &std::path
         whisper.model.dtype
     );
     for &b in rows {
-        let (results, wall) = timed(|| whisper.transcribe_many(&inputs, b));
-        let texts: Vec<String> = results
-            .into_iter()
-            .map(|r| r.map(|t| t.text).unwrap_or_default())
-            .collect();
-        let stats = steno_e2e::wer::corpus_stats(
-            clips
-                .iter()
-                .zip(&texts)
-                .map(|(c, t)| (c.reference.as_str(), t.as_str())),
-        );
-        let hyps: String = clips
-            .iter()
-            .zip(&texts)
-            .map(|(c, t)| format!("{}\t{}\n", c.speech_key(), tsv_field(t)))
-            .collect();
-        std::fs::write(out.join(format!("steno-{b}.tsv")), hyps).unwrap();
-        let peak = steno_whisper::runtime::memory().peak_bytes as f64 / 1048576.0;
-        let _ = writeln!(
-            report,
-            "| {b} | {wall:.2} | {:.1} | {:.2} % | {peak:.0} |",
-            seconds / wall,
-            100.0 * stats.wer()
-        );
-        eprintln!("rows {b}: {wall:.2} s, WER {:.2} %", 100.0 * stats.wer());
+        for &beam in &beams {
+            let (results, wall) = timed(|| whisper.transcribe_many(&inputs(beam), b));
+            let texts: Vec<String> = results
+                .into_iter()
+                .map(|r| r.map(|t| t.text).unwrap_or_default())
+                .collect();
+            let wer = 100.0 * clips_wer(&clips, &texts, &out.join(clips_tsv(b, beam)));
+            let peak = steno_whisper::runtime::memory().peak_bytes as f64 / 1048576.0;
+            let label = if beam > 1 {
+                format!("{b}, beam {beam}")
+            } else {
+                b.to_string()
+            };
+            let speed = seconds / wall;
+            let _ = writeln!(
+                report,
+                "| {label} | {wall:.2} | {speed:.1} | {wer:.2} % | {peak:.0} |"
+            );
+            eprintln!("rows {label}: {wall:.2} s, WER {wer:.2} %");
+        }
     }
     print!("{report}");
     std::fs::write(out.join("steno-clips.md"), report).unwrap();
 }
 
+/// `steno-B.tsv`, or `steno-B-beamK.tsv` for a beam search.
+fn clips_tsv(rows: usize, beam: usize) -> String {
+    match beam {
+        0 | 1 => format!("steno-{rows}.tsv"),
+        k => format!("steno-{rows}-beam{k}.tsv"),
+    }
+}
+
+/// The corpus WER of `texts` against the clips' references; writes the hypotheses to
+/// `tsv` (`key<TAB>text`).
+fn clips_wer(clips: &[assets::Clip], texts: &[String], tsv: &std::path::Path) -> f64 {
+    let stats = steno_e2e::wer::corpus_stats(
+        clips
+            .iter()
+            .zip(texts)
+            .map(|(c, t)| (c.reference.as_str(), t.as_str())),
+    );
+    let hyps: String = clips
+        .iter()
+        .zip(texts)
+        .map(|(c, t)| format!("{}\t{}\n", c.speech_key(), tsv_field(t)))
+        .collect();
+    std::fs::write(tsv, hyps).unwrap();
+    stats.wer()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // STENO_BENCH_KERNELS=off: MLX's own ops instead of Steno's CPU encoder kernels, to
+    // compare transcripts and times of the two.
+    if std::env::var("STENO_BENCH_KERNELS").as_deref() == Ok("off") {
+        steno_whisper::cpu::set_enabled(false);
+    }
     match args.get(1).map(String::as_str) {
         Some("--turbo-random") => turbo_random(args.get(2).cloned()),
         Some("--turbo-ops") => turbo_ops(),
@@ -774,6 +811,7 @@ fn decoder_steps(whisper: &Whisper, rows: &[usize]) -> String {
                     rules: rules.clone(),
                     features: features.clone(),
                     max_tokens: usize::MAX,
+                    search: Search::Single,
                 })
                 .collect()
         };

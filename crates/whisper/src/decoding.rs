@@ -11,6 +11,7 @@
 //! Logit rules (suppress-blank, suppress-tokens, timestamp rules) and sampling run
 //! on the host over each row's logits, following OpenAI's `decoding.py`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use mlx_rs::ops::{
@@ -19,6 +20,7 @@ use mlx_rs::ops::{
 };
 use mlx_rs::{Array, Dtype};
 
+use crate::beam::{self, BeamGroup, Candidate, Search};
 use crate::error::{Result, WhisperError};
 use crate::model::{drop_cache_prefix, CompiledStep, LayerCache, TextDecoder, WhisperModel};
 
@@ -146,6 +148,9 @@ pub struct RowSpec {
     /// audio could hold (`longform::row_token_budget`). At `rules.sample_len` or above it
     /// never fires; the length limit ends the row first.
     pub max_tokens: usize,
+    /// One row, or a group of rows for the window's candidates ([`crate::beam`]); a group
+    /// finishes as one [`RowOutcome`] under this spec's id.
+    pub search: Search,
 }
 
 /// A finished row.
@@ -309,7 +314,10 @@ fn row_bucket(rows: usize) -> usize {
 
 /// The running set of rows and their caches.
 pub struct Batch {
+    /// A group's rows (same id) stay next to each other.
     rows: Vec<ActiveRow>,
+    /// The windows decoded by a group of rows, by their rows' id.
+    groups: HashMap<RowId, Group>,
     /// Dynamic: `[rows, heads, time, dim]` self caches; static: `[row_bucket(rows),
     /// heads, capacity, dim]` (rows past `rows.len()` are padding).
     caches: Vec<LayerCache>,
@@ -331,6 +339,7 @@ impl Batch {
     pub fn with_kind(model: &WhisperModel, kind: StepKind) -> Self {
         Self {
             rows: Vec::new(),
+            groups: HashMap::new(),
             caches: Vec::new(),
             time: 0,
             dtype: model.dtype,
@@ -387,21 +396,23 @@ impl Batch {
         let logits = host_logits(&model.decoder.logits(&picked)?)?;
         let vocab = logits.len() / (2 * n);
 
-        let mut new_rows: Vec<ActiveRow> = specs
+        for spec in &specs {
+            if let Some(group) = Group::new(spec.search) {
+                self.groups.insert(spec.id, group);
+            }
+        }
+        let new_rows: Vec<ActiveRow> = specs
             .into_iter()
             .enumerate()
             .map(|(i, spec)| ActiveRow::new(spec, &logits[(n + i) * vocab..(n + i + 1) * vocab]))
             .collect();
-        for (i, row) in new_rows.iter_mut().enumerate() {
-            let mut row_logits = logits[i * vocab..(i + 1) * vocab].to_vec();
-            advance(row, &mut row_logits);
-        }
+        let first = self.rows.len();
         if self.kind == StepKind::Dynamic {
             self.merge(new_rows, caches, longest)?;
         } else {
             self.merge_static(new_rows, caches, longest)?;
         }
-        self.collect_finished()
+        self.advance_rows(first, &logits[..n * vocab])
     }
 
     /// Adds new rows' caches (right-aligned, `longest` long) to static caches: each row
@@ -520,12 +531,47 @@ impl Batch {
             StepKind::Dynamic => self.dynamic_logits(model)?,
             StepKind::Static | StepKind::Compiled => self.static_logits(model)?,
         };
-        let vocab = logits.len() / self.rows.len();
-        for (i, row) in self.rows.iter_mut().enumerate() {
-            let mut row_logits = logits[i * vocab..(i + 1) * vocab].to_vec();
-            advance(row, &mut row_logits);
+        self.advance_rows(0, &logits)
+    }
+
+    /// Samples the next token of the rows from `first` on (row `first + i` from the
+    /// `i`-th vocabulary-sized slice of `logits`; the rows before `first` wait), a group's
+    /// rows choosing together; then keeps the rows that go on, their caches gathered
+    /// into place ([`Self::gather_caches`]). Returns the rows and groups that finished.
+    fn advance_rows(&mut self, first: usize, logits: &[f32]) -> Result<Vec<RowOutcome>> {
+        let old_len = self.rows.len();
+        let vocab = logits.len() / (old_len - first).max(1);
+        let mut next: Vec<(usize, ActiveRow)> = Vec::with_capacity(old_len);
+        let mut units: Vec<Vec<(usize, ActiveRow)>> = Vec::new();
+        for (i, row) in std::mem::take(&mut self.rows).into_iter().enumerate() {
+            match units.last_mut() {
+                _ if i < first => next.push((i, row)),
+                Some(unit) if unit[0].1.id == row.id && self.groups.contains_key(&row.id) => {
+                    unit.push((i, row))
+                }
+                _ => units.push(vec![(i, row)]),
+            }
         }
-        self.collect_finished()
+        let logits_of = |i: usize| &logits[(i - first) * vocab..(i - first + 1) * vocab];
+        let mut outcomes = Vec::new();
+        for unit in units {
+            let id = unit[0].1.id;
+            let advanced = match self.groups.remove(&id) {
+                None => advance_single(unit, &logits_of),
+                Some(group) => group.advance(unit, &logits_of),
+            };
+            next.extend(advanced.rows);
+            outcomes.extend(advanced.outcome);
+            if let Some(group) = advanced.group {
+                self.groups.insert(id, group);
+            }
+        }
+        let order: Vec<usize> = next.iter().map(|(i, _)| *i).collect();
+        self.rows = next.into_iter().map(|(_, row)| row).collect();
+        if order.len() != old_len || order.iter().enumerate().any(|(k, &i)| k != i) {
+            self.gather_caches(&order)?;
+        }
+        Ok(outcomes)
     }
 
     /// One step over dynamic caches: each row's logits, `[rows · vocab]` on the host.
@@ -604,20 +650,16 @@ impl Batch {
 
     /// Drops a row (its request went away). Returns whether it was present.
     pub fn cancel(&mut self, id: RowId) -> Result<bool> {
-        let Some(index) = self.rows.iter().position(|r| r.id == id) else {
-            return Ok(false);
-        };
-        self.rows[index].finished = Some(false);
-        self.remove_finished()?;
-        Ok(true)
-    }
-
-    fn collect_finished(&mut self) -> Result<Vec<RowOutcome>> {
-        Ok(self
-            .remove_finished()?
-            .into_iter()
-            .map(ActiveRow::outcome)
-            .collect())
+        self.groups.remove(&id);
+        let mut found = false;
+        for row in self.rows.iter_mut().filter(|r| r.id == id) {
+            row.finished = Some(false);
+            found = true;
+        }
+        if found {
+            self.remove_finished()?;
+        }
+        Ok(found)
     }
 
     /// Takes finished rows out of the batch ([`Self::gather`] of the rest).
@@ -718,7 +760,189 @@ fn place_rows(a: &Array, old: usize, new: Array, bucket: usize) -> Result<Array>
     Ok(ops::concatenate(&parts, 0)?)
 }
 
-/// The inputs of one decoder call over new rows'/// The inputs of one decoder call over new rows' initial tokens, right-aligned in a
+/// What advancing one window's rows by a step gives: the rows that go on, each with the
+/// index of the row whose caches it continues, and the outcome once the window is done.
+struct Advanced {
+    rows: Vec<(usize, ActiveRow)>,
+    outcome: Option<RowOutcome>,
+    group: Option<Group>,
+}
+
+/// A window decoded by a group of rows ([`crate::beam`]).
+enum Group {
+    /// Best of `n` sampled rows: those that finished so far.
+    BestOf {
+        n: usize,
+        length_penalty: Option<f32>,
+        finished: Vec<Candidate<ActiveRow>>,
+    },
+    Beam(BeamGroup<ActiveRow>),
+}
+
+impl Group {
+    fn new(search: Search) -> Option<Self> {
+        match search {
+            Search::Single => None,
+            Search::BestOf { n, length_penalty } => Some(Group::BestOf {
+                n,
+                length_penalty,
+                finished: Vec::new(),
+            }),
+            Search::Beam(options) => Some(Group::Beam(BeamGroup::new(options))),
+        }
+    }
+
+    fn advance<'a>(
+        self,
+        unit: Vec<(usize, ActiveRow)>,
+        logits_of: &impl Fn(usize) -> &'a [f32],
+    ) -> Advanced {
+        match self {
+            Group::BestOf {
+                n,
+                length_penalty,
+                finished,
+            } => advance_best_of(unit, n, length_penalty, finished, logits_of),
+            Group::Beam(group) => advance_beam(unit, group, logits_of),
+        }
+    }
+}
+
+/// A row on its own: samples one token.
+fn advance_single<'a>(
+    unit: Vec<(usize, ActiveRow)>,
+    logits_of: &impl Fn(usize) -> &'a [f32],
+) -> Advanced {
+    let mut rows = Vec::new();
+    let mut outcome = None;
+    for (i, mut row) in unit {
+        advance(&mut row, &mut logits_of(i).to_vec());
+        match row.finished {
+            Some(_) => outcome = Some(row.outcome()),
+            None => rows.push((i, row)),
+        }
+    }
+    Advanced {
+        rows,
+        outcome,
+        group: None,
+    }
+}
+
+/// The row as a candidate of its window.
+fn candidate(row: ActiveRow) -> Candidate<ActiveRow> {
+    let ended_with_eot = row.finished == Some(true);
+    Candidate {
+        sum_logprob: row.sum_logprob,
+        length: row.sampled().len() - usize::from(ended_with_eot),
+        degenerate: row.degenerate,
+        item: row,
+    }
+}
+
+/// Best of `n`: a group just admitted is one row and forks into `n` (the same caches,
+/// each its own random numbers); each row samples on its own, and once all have finished
+/// the best-ranked is the window's outcome.
+fn advance_best_of<'a>(
+    mut unit: Vec<(usize, ActiveRow)>,
+    n: usize,
+    length_penalty: Option<f32>,
+    mut finished: Vec<Candidate<ActiveRow>>,
+    logits_of: &impl Fn(usize) -> &'a [f32],
+) -> Advanced {
+    let (source, template) = (unit[0].0, unit[0].1.clone());
+    for k in unit.len() + finished.len()..n {
+        let mut row = template.clone();
+        row.rng = template.rng.fork(k as u64);
+        unit.push((source, row));
+    }
+    let mut rows = Vec::new();
+    for (i, mut row) in unit {
+        advance(&mut row, &mut logits_of(i).to_vec());
+        match row.finished {
+            Some(_) => finished.push(candidate(row)),
+            None => rows.push((i, row)),
+        }
+    }
+    if !rows.is_empty() {
+        let group = Group::BestOf {
+            n,
+            length_penalty,
+            finished,
+        };
+        return Advanced {
+            rows,
+            outcome: None,
+            group: Some(group),
+        };
+    }
+    let outcome = beam::best(&finished, length_penalty)
+        .map(|i| finished.swap_remove(i).item.outcome())
+        .or_else(|| Some(template.outcome()));
+    Advanced {
+        rows,
+        outcome,
+        group: None,
+    }
+}
+
+/// One step of a beam search: the beams' continuations ranked together
+/// ([`beam::choose`]), those ending in EOT collected; the search ends when enough have
+/// finished (patience), or when its likeliest live beam stops (the length limit, or
+/// degenerate), and the winner is the window's outcome. A live beam that stops
+/// while a likelier one goes on is dropped.
+fn advance_beam<'a>(
+    unit: Vec<(usize, ActiveRow)>,
+    mut group: BeamGroup<ActiveRow>,
+    logits_of: &impl Fn(usize) -> &'a [f32],
+) -> Advanced {
+    let logprobs: Vec<Vec<f32>> = unit
+        .iter()
+        .map(|(i, row)| {
+            let mut logits = logits_of(*i).to_vec();
+            apply_rules(&row.rules, row.sampled(), &mut logits);
+            log_softmax(&logits)
+        })
+        .collect();
+    let beams: Vec<beam::Beam> = unit
+        .iter()
+        .map(|(_, row)| beam::Beam {
+            sampled: row.sampled(),
+            sum_logprob: row.sum_logprob,
+        })
+        .collect();
+    let logprobs: Vec<&[f32]> = logprobs.iter().map(Vec::as_slice).collect();
+    let eot = unit[0].1.rules.specials.eot;
+    let choice = beam::choose(&beams, &logprobs, group.options.beam_size, eot);
+    let extend = |e: &beam::Extension| {
+        let (i, source) = &unit[e.source];
+        let mut row = source.clone();
+        push_token(&mut row, e.token, e.logprob);
+        (*i, row)
+    };
+    group.add_finished(choice.finished.iter().map(|e| candidate(extend(e).1)));
+    let live: Vec<(usize, ActiveRow)> = choice.live.iter().map(extend).collect();
+    let stopped = live.first().is_none_or(|(_, row)| row.finished.is_some());
+    if group.is_done() || stopped {
+        let live = live.into_iter().map(|(_, row)| candidate(row)).collect();
+        let winner = group.finalize(live).unwrap_or_else(|| unit[0].1.clone());
+        return Advanced {
+            rows: Vec::new(),
+            outcome: Some(winner.outcome()),
+            group: None,
+        };
+    }
+    Advanced {
+        rows: live
+            .into_iter()
+            .filter(|(_, r)| r.finished.is_none())
+            .collect(),
+        outcome: None,
+        group: Some(Group::Beam(group)),
+    }
+}
+
+/// The inputs of one decoder call over new rows' initial tokens, right-aligned in a
 /// `[rows, longest]` grid: padding repeats a row's first token; the mask
 /// `[rows, 1, longest, longest]` is causal within each row's own tokens, and a padding
 /// query sees only itself so that no softmax row is empty.
@@ -816,6 +1040,12 @@ fn advance(row: &mut ActiveRow, logits: &mut [f32]) {
     apply_rules(&row.rules, row.sampled(), logits);
     let token = sample(logits, row.temperature, &mut row.rng);
     let logprob = log_softmax(logits)[token as usize];
+    push_token(row, token, logprob);
+}
+
+/// Adds a chosen token to the row; ends it at EOT, at its length limit, or as
+/// degenerate.
+fn push_token(row: &mut ActiveRow, token: u32, logprob: f32) {
     let eot = row.rules.specials.eot;
     row.sum_logprob += logprob;
     row.token_logprobs.push(logprob);
@@ -959,6 +1189,11 @@ fn sample(logits: &[f32], temperature: f32, rng: &mut Rng) -> u32 {
 struct Rng(u64);
 
 impl Rng {
+    /// The `k`-th of several generators from one seed (best-of rows); the 0th is itself.
+    fn fork(&self, k: u64) -> Self {
+        Self(self.0 ^ k.wrapping_mul(0xD1B5_4A32_D192_ED03))
+    }
+
     fn new(seed: u64) -> Self {
         Self(seed ^ 0x9E37_79B9_7F4A_7C15)
     }

@@ -6,6 +6,7 @@
 //! many windows at once. Everything that touches MLX must run on the one thread that
 //! owns it (the engine's worker); nothing here names tokio or HTTP.
 
+pub mod beam;
 pub mod config;
 pub mod ct2;
 pub mod decoding;

@@ -275,10 +275,12 @@ impl Scheduler {
         whisper: &Whisper,
         events: &mut Vec<(JobId, JobEvent)>,
     ) -> Result<Vec<RowOutcome>> {
-        let batch = self.batch.get_or_insert_with(|| Batch::new(&whisper.model));
-        let room = self.max_rows.saturating_sub(batch.len());
-        let n = room.min(self.waiting.len());
-        if n == 0 || !self.encoder_share.may_encode(batch.len()) {
+        let rows = self
+            .batch
+            .get_or_insert_with(|| Batch::new(&whisper.model))
+            .len();
+        let n = self.windows_fitting(self.max_rows.saturating_sub(rows));
+        if n == 0 || !self.encoder_share.may_encode(rows) {
             return Ok(Vec::new());
         }
         let started = Instant::now();
@@ -293,6 +295,30 @@ impl Scheduler {
             Ok(outcomes) => Ok(outcomes),
             Err(error) => self.fail_jobs(&jobs, &error, events),
         }
+    }
+
+    /// How many of the first waiting windows fit in `room` rows, a window taking its
+    /// search's rows (a beam search one per beam).
+    fn windows_fitting(&self, room: usize) -> usize {
+        let mut used = 0;
+        self.waiting
+            .iter()
+            .take_while(|w| {
+                used += self.window_rows(w);
+                used <= room
+            })
+            .count()
+    }
+
+    /// Rows a waiting window's attempt takes (1 for a window of no known job).
+    fn window_rows(&self, window: &PendingWindow) -> usize {
+        self.jobs
+            .get(&window.job)
+            .and_then(|job| {
+                let t = job.options.temperatures.get(window.attempt)?;
+                Some(job.options.search(*t).narrowed(self.max_rows).rows())
+            })
+            .unwrap_or(1)
     }
 
     /// One decoder step for every row in the batch. Returns the rows that finished.
@@ -447,6 +473,7 @@ impl Scheduler {
             rules,
             features,
             max_tokens,
+            search: job.options.search(temperature).narrowed(self.max_rows),
         };
         self.row_jobs.insert(id, window.job);
         job.running.insert(id, window);
@@ -570,6 +597,7 @@ impl Job {
                 "at least one temperature is required".into(),
             ));
         }
+        options.check_search()?;
         options.languages = options
             .languages
             .iter()

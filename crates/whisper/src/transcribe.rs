@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::beam::{BeamOptions, Search, MAX_CANDIDATES};
 use crate::decoding::{KeywordBias, KeywordTerm, RowRules, SpecialTokens, TimestampRules};
 use crate::error::{Result, WhisperError};
 pub use crate::longform::{compression_ratio, TIME_PRECISION};
@@ -72,6 +73,17 @@ pub struct TranscribeOptions {
     /// The languages to expect (`languages[]`, codes): detection chooses among them
     /// only. Empty: any language the model knows.
     pub languages: Vec<String>,
+    /// Beams of the temperature-0 attempts (OpenAI's `beam_size`, [`crate::beam`]); 1
+    /// decodes greedily. Each beam is a row of the shared batch.
+    pub beam_size: usize,
+    /// Rows sampled at each fallback temperature, the best-ranked one kept (OpenAI's
+    /// `best_of`); 1 samples one.
+    pub best_of: usize,
+    /// Beam search patience: it stops once `round(beam_size × patience)` sequences ended.
+    pub patience: f32,
+    /// How candidates are ranked: `None` by log-probability per token, `Some(α)` with
+    /// Google NMT's length penalty (OpenAI's `length_penalty`).
+    pub length_penalty: Option<f32>,
 }
 
 /// A keyword's first token is favoured before the model begins it only when it holds at
@@ -105,11 +117,46 @@ impl Default for TranscribeOptions {
             keywords: Vec::new(),
             keyword_bias: DEFAULT_KEYWORD_BIAS,
             languages: Vec::new(),
+            beam_size: 1,
+            best_of: 1,
+            patience: 1.0,
+            length_penalty: None,
         }
     }
 }
 
 impl TranscribeOptions {
+    /// How an attempt at `temperature` finds its window's text: a beam search at 0, best
+    /// of `best_of` above, else one row.
+    pub fn search(&self, temperature: f32) -> Search {
+        let beam = BeamOptions {
+            beam_size: self.beam_size,
+            patience: self.patience,
+            length_penalty: self.length_penalty,
+        };
+        Search::for_attempt(temperature, beam, self.best_of, self.length_penalty)
+    }
+
+    /// Refuses beam and best-of settings out of range ([`MAX_CANDIDATES`]).
+    pub fn check_search(&self) -> Result<()> {
+        let bad = |what: String| Err(WhisperError::InvalidOption(what));
+        for (name, value) in [("beam_size", self.beam_size), ("best_of", self.best_of)] {
+            if !(1..=MAX_CANDIDATES).contains(&value) {
+                return bad(format!("{name} must be 1 to {MAX_CANDIDATES}, not {value}"));
+            }
+        }
+        if !(self.patience.is_finite() && self.patience > 0.0) {
+            return bad(format!("patience must be above 0, not {}", self.patience));
+        }
+        if self
+            .length_penalty
+            .is_some_and(|a| !(0.0..=1.0).contains(&a))
+        {
+            return bad("length_penalty must be 0 to 1".into());
+        }
+        Ok(())
+    }
+
     /// The text the first window is conditioned on: the prompt, then the keywords
     /// (last, so that the prompt's cut to its end never drops them).
     pub fn conditioning_prompt(&self) -> Option<String> {

@@ -107,7 +107,7 @@ async fn handle(
     } else {
         (None, None)
     };
-    let mut options = options::from_form(&form, task);
+    let mut options = options::from_form(&form, task, &state.config.decoding);
     // Diarization splits segments at the word where the speaker changes.
     options.word_timestamps |= diarize.is_some();
     let request = Request {
