@@ -873,10 +873,22 @@ fn model_bench() {
     let flops = encoder_flops(&whisper);
     let _ = writeln!(
         report,
-        "| CPU lanes | encoder batch | s / window | GFLOP/s | share of GEMM roofline |\n|---|---|---|---|---|"
+        "| CPU kernels | CPU lanes | encoder batch | s / window | GFLOP/s | share of GEMM roofline |\n|---|---|---|---|---|---|"
     );
-    // One MLX stream, then the default lanes (one per core; none on a GPU).
-    for (lanes, batch) in [(1usize, 1usize), (1, 4), (0, 1), (0, 4)] {
+    // MLX's own ops on one stream, then over the default lanes (one per core; none on a
+    // GPU), then Steno's CPU kernels (steno_whisper::cpu; where this CPU runs them).
+    let cases = [
+        (false, 1usize, 1usize),
+        (false, 0, 1),
+        (false, 0, 4),
+        (true, 0, 1),
+        (true, 0, 4),
+    ];
+    for (kernels, lanes, batch) in cases {
+        steno_whisper::cpu::set_enabled(kernels);
+        if kernels && !steno_whisper::cpu::available() {
+            continue;
+        }
         steno_whisper::runtime::set_cpu_lanes(lanes);
         let mels: Vec<Vec<f32>> = (0..batch)
             .map(|i| vec![0.05 * i as f32; 3000 * dims.n_mels])
@@ -889,7 +901,8 @@ fn model_bench() {
         let gflops = flops / per_window / 1e9;
         let _ = writeln!(
             report,
-            "| {} | {batch} | {per_window:.3} | {gflops:.1} | {:.0} % |",
+            "| {} | {} | {batch} | {per_window:.3} | {gflops:.1} | {:.0} % |",
+            if kernels { "on" } else { "off" },
             if lanes == 1 { "off" } else { "per core" },
             100.0 * gflops / roofline
         );

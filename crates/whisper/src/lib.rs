@@ -8,6 +8,7 @@
 
 pub mod beam;
 pub mod config;
+pub mod cpu;
 pub mod ct2;
 pub mod decoding;
 mod encode;

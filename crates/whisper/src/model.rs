@@ -386,6 +386,37 @@ impl Attention {
         self.out.forward(&merge_heads(&o)?)
     }
 
+    /// The encoder's self-attention of `x` `[batch, time, state]`: on the CPU with
+    /// [`crate::cpu`]'s fused kernel over the evaluated projections, else through
+    /// [`Attention::attend`].
+    fn encoder_self(&self, x: &Array) -> Result<Array> {
+        if !crate::cpu::runs(x) {
+            let (k, v) = self.key_value(x)?;
+            return self.attend(x, &k, &v, None);
+        }
+        let (q, k, v) = (
+            self.query.forward(x)?,
+            self.key.forward(x)?,
+            self.value.forward(x)?,
+        );
+        mlx_rs::transforms::eval([&q, &k, &v])?;
+        let s = x.shape();
+        let shape = crate::cpu::attention::Shape {
+            batch: s[0] as usize,
+            time: s[1] as usize,
+            heads: self.n_head as usize,
+            head_dim: (s[2] / self.n_head) as usize,
+        };
+        let o = crate::cpu::attention::attention(
+            q.as_slice(),
+            k.as_slice(),
+            v.as_slice(),
+            shape,
+            self.scale(s[2]),
+        );
+        self.out.forward(&Array::from_slice(&o, s))
+    }
+
     /// Softmax attention weights `[batch, heads, q, k]` (for word alignment).
     fn weights(&self, x: &Array, keys: &Array) -> Result<Array> {
         let state = x.shape()[2];
@@ -417,8 +448,15 @@ impl Mlp {
     }
 }
 
-/// GELU with its rows (time) spread over the CPU lanes.
+/// GELU with its rows (time) spread over the cores: [`crate::cpu`]'s kernel where it
+/// runs, else MLX's on the CPU lanes.
 fn gelu(x: &Array) -> Result<Array> {
+    if crate::cpu::runs(x) {
+        x.eval()?;
+        let shape = x.shape();
+        let out = crate::cpu::gelu(x.as_slice(), shape[shape.len() - 1] as usize);
+        return Ok(Array::from_slice(&out, shape));
+    }
     in_lanes(&[x], |x| Ok(mlx_rs::nn::gelu(&x[0])?))
 }
 
@@ -466,8 +504,7 @@ impl AudioEncoder {
         let mut x = gelu(&x)?.add(&self.positional)?;
         for block in &self.blocks {
             let h = block.attn_ln.forward(&x)?;
-            let (k, v) = block.attn.key_value(&h)?;
-            x = x.add(block.attn.attend(&h, &k, &v, None)?)?;
+            x = x.add(block.attn.encoder_self(&h)?)?;
             x = block.mlp.residual(&x)?;
         }
         self.ln_post.forward(&x)

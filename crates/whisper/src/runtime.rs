@@ -34,6 +34,19 @@ pub fn set_cpu_lanes(lanes: usize) {
 
 static CPU_LANES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// The cores the encoder's CPU work spreads over: the lanes setting, `0` meaning one per
+/// core (up to 8). [`crate::cpu`]'s kernels split their rows over this many threads.
+pub(crate) fn cpu_threads() -> usize {
+    // Once per process: on Linux `available_parallelism` reads cgroup files, and this
+    // runs for every attention and GELU call.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    match CPU_LANES.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => *CORES
+            .get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(8))),
+        n => n,
+    }
+}
+
 /// Lanes this thread uses now: none on a GPU, on one core, or when set to 1.
 pub(crate) fn with_cpu_lanes<T>(f: impl FnOnce(&[mlx_rs::Stream]) -> T) -> T {
     thread_local! {
@@ -42,14 +55,7 @@ pub(crate) fn with_cpu_lanes<T>(f: impl FnOnce(&[mlx_rs::Stream]) -> T) -> T {
             std::cell::RefCell::new(Vec::new())
         };
     }
-    // Once per process: on Linux `available_parallelism` reads cgroup files, and this
-    // runs for every attention and GELU call.
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let wanted = match CPU_LANES.load(std::sync::atomic::Ordering::Relaxed) {
-        0 => *CORES
-            .get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(8))),
-        n => n,
-    };
+    let wanted = cpu_threads();
     let wanted = if crate::model::on_cpu() && wanted > 1 {
         wanted
     } else {

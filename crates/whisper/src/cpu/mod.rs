@@ -1,0 +1,72 @@
+//! The encoder's elementwise-heavy work on the CPU, in Rust: fused attention and GELU.
+//!
+//! On x86, MLX's CPU kernels for `exp` and `erf` are scalar and run one thread per
+//! stream, so softmax and GELU cost more than all the encoder's matrix products. Here
+//! they run as AVX2 polynomials ([`simd`]) with the rows split over the cores, and the
+//! attention's score matrices stay in cache ([`attention`]); MLX keeps the projections,
+//! the MLP's matrix products and everything else. Used only where [`available`]: an
+//! x86-64 CPU with AVX2 and FMA, MLX on the CPU, f32 arrays.
+
+pub mod attention;
+pub mod simd;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the kernels off (MLX's own ops run instead), for comparisons.
+pub fn set_enabled(enabled: bool) {
+    ENABLED.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether this CPU runs the kernels (AVX2 and FMA, checked once) and they are on.
+pub fn available() -> bool {
+    static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let detected = *DETECTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    });
+    detected && ENABLED.load(Ordering::Relaxed)
+}
+
+/// Whether the kernels take `x`: they [`available`], MLX computes on the CPU, and `x`
+/// is f32 (the kernels read and write f32 buffers).
+pub(crate) fn runs(x: &mlx_rs::Array) -> bool {
+    available() && crate::model::on_cpu() && x.dtype() == mlx_rs::Dtype::Float32
+}
+
+/// Runs `f(first_row, rows)` over consecutive chunks of the `row_len`-wide rows of
+/// `out`, one chunk per core ([`crate::runtime::cpu_threads`]); the calling thread
+/// takes the last chunk.
+pub(crate) fn split_rows(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows = out.len() / row_len;
+    let threads = crate::runtime::cpu_threads().clamp(1, rows.max(1));
+    let per_thread = rows.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut chunks = out.chunks_mut(per_thread * row_len).enumerate().peekable();
+        while let Some((i, chunk)) = chunks.next() {
+            let f = &f;
+            if chunks.peek().is_some() {
+                scope.spawn(move || f(i * per_thread, chunk));
+            } else {
+                f(i * per_thread, chunk);
+            }
+        }
+    });
+}
+
+/// GELU of every value, the rows split over the cores.
+pub fn gelu(x: &[f32], row_len: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    split_rows(&mut out, row_len, |first_row, rows| {
+        let from = first_row * row_len;
+        simd::gelu_into(&x[from..from + rows.len()], rows);
+    });
+    out
+}
