@@ -40,6 +40,30 @@ pub struct DecodingConfig {
     pub beam_size: usize,
     /// Rows sampled at each fallback temperature, the best-ranked kept; 1 samples one.
     pub best_of: usize,
+    /// Decoder steps compiled over static caches ([`steno_whisper::decoding::StepKind`]).
+    pub compiled_step: CompiledStep,
+}
+
+/// `decoding.compiled_step` (and `steno transcribe --compiled-step`): `auto` is the
+/// measured winner of the device (`StepKind::default_for_device`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CompiledStep {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl CompiledStep {
+    /// Applies it to the process ([`steno_whisper::decoding::set_compiled_step`]).
+    pub fn apply(self) {
+        steno_whisper::decoding::set_compiled_step(match self {
+            CompiledStep::Auto => None,
+            CompiledStep::On => Some(true),
+            CompiledStep::Off => Some(false),
+        });
+    }
 }
 
 /// Diarization (`steno-speaker`).
@@ -696,6 +720,15 @@ mod tests {
         }
         let e = Config::load(None, env(&[("STENO_DECODER_CPU_SECONDS", "inf")]), vec![]);
         assert!(e.unwrap_err().to_string().contains("decoder_cpu_seconds"));
+    }
+
+    #[test]
+    fn compiled_step_is_auto_unless_set() {
+        let defaults = Config::load(None, env(&[]), vec![]).unwrap();
+        assert_eq!(defaults.decoding.compiled_step, CompiledStep::Auto);
+        let on = Config::load(None, env(&[("STENO_COMPILED_STEP", "on")]), vec![]).unwrap();
+        assert_eq!(on.decoding.compiled_step, CompiledStep::On);
+        assert!(Config::load(None, env(&[("STENO_COMPILED_STEP", "fast")]), vec![]).is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub fn loader(config: &Config) -> Loader {
     let cache_limit = config.engine.mlx_cache_limit_bytes;
     let max_rows = config.engine.max_batch_rows;
     steno_whisper::runtime::set_cpu_lanes(config.engine.cpu_lanes);
+    config.decoding.compiled_step.apply();
     Box::new(move |id: &str| {
         if cache_limit > 0 {
             steno_whisper::runtime::set_cache_limit(cache_limit)

@@ -174,6 +174,9 @@ struct TranscribeArgs {
     /// Write FILE.<ext> into this directory instead of printing.
     #[arg(long)]
     output_dir: Option<PathBuf>,
+    /// Decoder steps compiled over static caches (`decoding.compiled_step`).
+    #[arg(long, value_enum, default_value = "auto")]
+    compiled_step: steno_server::config::CompiledStep,
 }
 
 fn main() -> Result<()> {
@@ -216,6 +219,7 @@ fn serve(args: ServeArgs) -> Result<()> {
 /// decoder steps, up to `--max-batch-rows` rows), then each result printed or
 /// written. A file that fails is named on stderr and the exit code is 1.
 fn transcribe(args: TranscribeArgs) -> Result<()> {
+    args.compiled_step.apply();
     let whisper = load_model(args.model.as_deref())?;
     let audio = decode_files(&args.files)?;
     let diarize = args.diarize || args.format.needs_speakers();
