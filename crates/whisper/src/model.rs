@@ -764,11 +764,14 @@ fn static_mask(at: &Array, capacity: i32, dtype: Dtype) -> Result<Array> {
 /// [`TextDecoder::static_step`] compiled by MLX: traced once per input shapes (one
 /// row-count bucket each), then replayed with its elementwise work fused.
 pub struct CompiledStep {
-    step: Box<dyn FnMut(&[Array]) -> std::result::Result<Vec<Array>, mlx_rs::error::Exception>>,
+    step: Box<StepFn>,
 }
 
+/// A step over arrays, as mlx-rs's `compile` returns it.
+type StepFn = dyn FnMut(&[Array]) -> std::result::Result<Vec<Array>, mlx_rs::error::Exception>;
+
 impl CompiledStep {
-    pub fn new(decoder: std::sync::Arc<TextDecoder>) -> Self {
+    pub fn new(decoder: std::rc::Rc<TextDecoder>) -> Self {
         let f = move |inputs: &[Array]| {
             decoder.static_step(inputs).map_err(|e| {
                 eprintln!("DEBUG {e}");
@@ -801,7 +804,7 @@ pub struct WhisperModel {
     pub dtype: Dtype,
     pub encoder: AudioEncoder,
     /// Shared with the compiled decoder step ([`CompiledStep`]), which must own it.
-    pub decoder: std::sync::Arc<TextDecoder>,
+    pub decoder: std::rc::Rc<TextDecoder>,
 }
 
 impl WhisperModel {
@@ -820,7 +823,7 @@ impl WhisperModel {
             dims,
             dtype,
             encoder,
-            decoder: std::sync::Arc::new(decoder),
+            decoder: std::rc::Rc::new(decoder),
         };
         model.materialize()?;
         Ok(model)
