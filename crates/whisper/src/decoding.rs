@@ -62,69 +62,7 @@ pub struct RowRules {
     pub keywords: KeywordBias,
 }
 
-/// Largest bias [`KeywordBias`] adds to a logit: enough to tip a near tie towards a
-/// listed name, too little to make the model write one over clearly different audio.
-pub const MAX_KEYWORD_BIAS: f32 = 4.0;
-
-/// `keywords[]`: each term's tokens, and the bias added to the logit of the token that
-/// starts a term (where that token is distinctive) or continues one the row has begun,
-/// wherever the rules allow it.
-#[derive(Clone, Debug, Default)]
-pub struct KeywordBias {
-    pub terms: Vec<KeywordTerm>,
-    /// At most [`MAX_KEYWORD_BIAS`] (clamped where applied).
-    pub bias: f32,
-}
-
-/// One term of [`KeywordBias`].
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct KeywordTerm {
-    pub tokens: Vec<u32>,
-    /// Whether the first token is favoured before the row has begun the term. Off for a
-    /// short, common first token (" K" of " Kowalczyk"): favouring it everywhere turned
-    /// words of unrelated speech into "K…"; the term is still continued once the model
-    /// writes that token by itself.
-    pub favour_start: bool,
-}
-
-impl KeywordBias {
-    /// The tokens to favour after `sampled`: for each term, the one continuing its
-    /// longest proper prefix that `sampled` ends with, else its first; each once.
-    fn next_tokens(&self, sampled: &[u32]) -> Vec<u32> {
-        let mut next: Vec<u32> = self
-            .terms
-            .iter()
-            .filter_map(|term| {
-                let tokens = &term.tokens;
-                let begun = (1..tokens.len())
-                    .rev()
-                    .find(|&k| sampled.ends_with(&tokens[..k]));
-                match begun {
-                    Some(k) => tokens.get(k).copied(),
-                    None if term.favour_start => tokens.first().copied(),
-                    None => None,
-                }
-            })
-            .collect();
-        next.sort_unstable();
-        next.dedup();
-        next
-    }
-
-    /// Adds the bias to the tokens [`Self::next_tokens`] names, where still allowed (a
-    /// suppressed token stays suppressed).
-    fn apply(&self, sampled: &[u32], logits: &mut [f32]) {
-        let bias = self.bias.clamp(0.0, MAX_KEYWORD_BIAS);
-        if self.terms.is_empty() || bias == 0.0 {
-            return;
-        }
-        for t in self.next_tokens(sampled) {
-            if let Some(l) = logits.get_mut(t as usize).filter(|l| l.is_finite()) {
-                *l += bias;
-            }
-        }
-    }
-}
+pub use crate::keywords::{KeywordBias, KeywordTerm, MAX_KEYWORD_BIAS};
 
 #[derive(Clone, Debug)]
 pub struct TimestampRules {

@@ -14,6 +14,7 @@ pub mod decoding;
 mod encode;
 pub mod error;
 pub mod hub;
+pub mod keywords;
 pub mod load;
 pub mod longform;
 pub mod mel;

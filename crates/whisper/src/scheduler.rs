@@ -71,6 +71,16 @@ struct PendingWindow {
     /// Tokens the window's attempts sampled so far, against its fallback budget.
     spent_tokens: usize,
     prompt: Vec<u32>,
+    /// Set while the window waits for its keyword pass: its plain pass, kept unless
+    /// the keyword pass wins ([`crate::keywords`]).
+    plain_pass: Option<Box<FinishedPass>>,
+}
+
+/// A finished row of a window, with what the fallback verdict reads from it.
+struct FinishedPass {
+    outcome: RowOutcome,
+    quality: RowQuality,
+    text: String,
 }
 
 struct Job {
@@ -83,6 +93,8 @@ struct Job {
     /// Known once the language is.
     rules: Option<Arc<RowRules>>,
     initial_prompt: Vec<u32>,
+    /// What a keyword pass adds to its window's prompt; empty without keywords.
+    keyword_prompt: Vec<u32>,
     // Sequential state: every token so far, the end of the last word, and where the
     // prompt of the next window starts in `all_tokens`.
     all_tokens: Vec<u32>,
@@ -208,6 +220,7 @@ impl Scheduler {
                 attempt: 0,
                 spent_tokens: 0,
                 prompt: prompt.clone(),
+                plain_pass: None,
             });
         }
         Ok(())
@@ -446,8 +459,13 @@ impl Scheduler {
             .ok_or_else(|| internal("an attempt past the last temperature"))?;
         let tk = &whisper.tokenizer;
         let sot_sequence = tk.sot_sequence(job.language.as_deref(), job.options.task)?;
+        let keyword_pass = window.plain_pass.is_some();
+        let prompt = match keyword_pass {
+            true => [window.prompt.as_slice(), &job.keyword_prompt].concat(),
+            false => window.prompt.clone(),
+        };
         let (initial_tokens, sot_index) = longform::row_initial_tokens(
-            &window.prompt,
+            &prompt,
             tk.sot_prev(),
             &sot_sequence,
             job.options.without_timestamps.then(|| tk.no_timestamps()),
@@ -457,6 +475,7 @@ impl Scheduler {
             .rules
             .clone()
             .ok_or_else(|| internal("a row before its job's language is known"))?;
+        let rules = pass_rules(rules, keyword_pass);
         let features = window
             .features
             .clone()
@@ -486,7 +505,7 @@ impl Scheduler {
     fn finish_row(
         &mut self,
         whisper: &Whisper,
-        outcome: RowOutcome,
+        mut outcome: RowOutcome,
         events: &mut Vec<(JobId, JobEvent)>,
     ) -> Result<()> {
         let Some(job_id) = self.row_jobs.remove(&outcome.id) else {
@@ -508,7 +527,22 @@ impl Scheduler {
         };
         window.spent_tokens += outcome.tokens.len();
         let budget_spent = longform::window_budget_spent(window.frames, window.spent_tokens);
-        let verdict = longform::verdict(&job.options, quality, window.attempt, budget_spent);
+        let mut verdict = longform::verdict(&job.options, quality, window.attempt, budget_spent);
+        let mut quality = quality;
+        let pass = FinishedPass {
+            outcome,
+            quality,
+            text,
+        };
+        match choose_pass(whisper, job, &mut window, pass, verdict) {
+            None => {
+                self.waiting.push_front(window);
+                return Ok(());
+            }
+            Some((pass, chosen)) => {
+                (outcome, quality, verdict) = (pass.outcome, pass.quality, chosen)
+            }
+        }
         tracing::debug!(
             job = job_id,
             seek = window.seek,
@@ -571,6 +605,67 @@ impl Scheduler {
 }
 
 /// `ids` without repeats, in first-seen order.
+/// A job with keywords: a kept plain pass that names no term sends its window back for
+/// a keyword pass (`None`); a keyword pass is kept where it wins, else the plain pass is
+/// ([`crate::keywords`]). Any other row goes on as it is.
+fn choose_pass(
+    whisper: &Whisper,
+    job: &Job,
+    window: &mut PendingWindow,
+    pass: FinishedPass,
+    verdict: Verdict,
+) -> Option<(FinishedPass, Verdict)> {
+    let keywords = &job.options.keywords;
+    match window.plain_pass.take() {
+        Some(plain) => {
+            let wins = verdict == Verdict::Keep
+                && crate::keywords::keyword_pass_wins(
+                    keywords,
+                    &weighed_words(whisper, &plain.outcome),
+                    &pass.text,
+                );
+            Some(if wins {
+                (pass, verdict)
+            } else {
+                (*plain, Verdict::Keep)
+            })
+        }
+        None if verdict == Verdict::Keep
+            && !job.keyword_prompt.is_empty()
+            && !crate::keywords::mentions_any(keywords, &pass.text) =>
+        {
+            window.plain_pass = Some(Box::new(pass));
+            None
+        }
+        None => Some((pass, verdict)),
+    }
+}
+
+/// A row's words, each with the lowest log-probability of its tokens.
+fn weighed_words(whisper: &Whisper, outcome: &RowOutcome) -> Vec<(String, f32)> {
+    let eot = whisper.tokenizer.eot();
+    let pieces: Vec<(String, f32)> = outcome
+        .tokens
+        .iter()
+        .zip(&outcome.token_logprobs)
+        .filter(|(&t, _)| t < eot)
+        .map(|(&t, &logprob)| (whisper.tokenizer.decode(&[t]), logprob))
+        .collect();
+    crate::keywords::weighed_words(&pieces)
+}
+
+/// The rules of a row: a keyword pass's favour the job's keywords, a plain pass's are
+/// those of a job without them.
+fn pass_rules(rules: Arc<RowRules>, keyword_pass: bool) -> Arc<RowRules> {
+    if keyword_pass || rules.keywords.terms.is_empty() {
+        return rules;
+    }
+    Arc::new(RowRules {
+        keywords: Default::default(),
+        ..(*rules).clone()
+    })
+}
+
 fn distinct(ids: impl IntoIterator<Item = JobId>) -> Vec<JobId> {
     let mut seen = Vec::new();
     for id in ids {
@@ -621,6 +716,10 @@ impl Job {
             Some(p) => whisper.tokenizer.encode(&format!(" {p}"))?,
             None => Vec::new(),
         };
+        let keyword_prompt = match crate::keywords::keyword_prompt(&options.keywords) {
+            Some(p) => whisper.tokenizer.encode(&format!(" {p}"))?,
+            None => Vec::new(),
+        };
         let rules = match language {
             Some(_) => Some(Arc::new(whisper.row_rules(&options)?)),
             None => None,
@@ -635,6 +734,7 @@ impl Job {
             all_tokens: initial_prompt.clone(),
             last_speech_timestamp: 0.0,
             initial_prompt,
+            keyword_prompt,
             prompt_reset_since: 0,
             window_segments: BTreeMap::new(),
             windows_left: 0,
@@ -773,6 +873,7 @@ impl Job {
             attempt: 0,
             spent_tokens: 0,
             prompt: self.all_tokens[self.prompt_reset_since..].to_vec(),
+            plain_pass: None,
         })
     }
 
@@ -813,6 +914,7 @@ impl Job {
             attempt: 0,
             spent_tokens: 0,
             prompt,
+            plain_pass: None,
         })
     }
 
