@@ -366,7 +366,7 @@ fn the_voices_are_told_apart() {
 }
 
 /// The time diarization adds to transcribing the same file (tiny.en, this CPU): medians
-/// of five runs each, for the record (`cargo test --release -p steno-speaker --test
+/// of five alternated runs each, for the record (`cargo test --release -p steno-speaker --test
 /// conversations -- --ignored --nocapture`); speed is never asserted in tests.
 #[test]
 #[ignore]
@@ -391,13 +391,24 @@ fn time_added_to_a_transcription() {
     let diarization = || {
         diarize(encoder(), &samples, &DiarizeOptions::default()).unwrap();
     };
-    let transcription: Vec<f64> = (0..5).map(|_| timed(&transcribe)).collect();
-    let diarizing: Vec<f64> = (0..5).map(|_| timed(&diarization)).collect();
+    // Alternated, so that the shared machine's load weighs on both alike; the ratio of
+    // each pair as well as the ratio of the medians.
+    let (mut transcription, mut diarizing) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        transcription.push(timed(&transcribe));
+        diarizing.push(timed(&diarization));
+    }
+    let ratios: Vec<f64> = diarizing
+        .iter()
+        .zip(&transcription)
+        .map(|(d, t)| 100.0 * d / t)
+        .collect();
     let (t, d) = (median(transcription.clone()), median(diarizing.clone()));
     eprintln!(
         "{:.1} s of audio: transcription {t:.2} s {transcription:.2?}, diarization {d:.2} s \
-         {diarizing:.2?}: +{:.1} %",
+         {diarizing:.2?}: +{:.1} % (median of the pairs' ratios +{:.1} %, {ratios:.1?})",
         samples.len() as f64 / RATE as f64,
-        100.0 * d / t
+        100.0 * d / t,
+        median(ratios.clone())
     );
 }
