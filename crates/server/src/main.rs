@@ -162,7 +162,7 @@ struct TranscribeArgs {
     /// A term to favour (a name, a product); repeat for several (the API's keywords[]).
     #[arg(long = "keyword")]
     keywords: Vec<String>,
-    /// The logit bias of the keywords' tokens (0 to 4; 0: the prompt only).
+    /// The logit bias of the keywords' tokens in a keyword pass (0 to 4; 0: its prompt only).
     #[arg(long, default_value_t = steno_whisper::transcribe::DEFAULT_KEYWORD_BIAS)]
     keyword_bias: f32,
     /// Beam search with this many beams at temperature 0 (1: greedy; at most 16).
