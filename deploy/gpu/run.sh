@@ -22,6 +22,9 @@ requests=${REQUESTS:-128}
 batch_rows=${BATCH_ROWS:-64}
 batches=${BATCHES:-1,8,32,64}
 sessions=${SESSIONS:-1,32,64}
+live_model=${LIVE_MODEL:-base-ct2}   # live: tiny.en-ct2 for a quick check on a CPU
+live_turns=${LIVE_TURNS:-6}          # live: clips (turns) each session streams per level
+live_stride=${LIVE_WER_STRIDE:-1}    # live: every n-th English clip live vs files (0 skips)
 step_rows=${STEP_ROWS:-1,8,32,64}
 beam_rows=${BEAM_ROWS:-32}
 py=${PY:-python3}
@@ -63,9 +66,13 @@ server() {
 }
 
 live() {
-  step "live: steno-bench live base, sessions $sessions at real-time pace while 4 clients send files; English set through 16 sessions"
-  check steno-bench live --model base-ct2 --sessions "$sessions" --turns 6 --file-clients 4 \
-    --batch-rows "$batch_rows" --wer-sessions 16 --out "$out/live.md" 2>&1 | grep -v "^\s*$" | tail -25
+  step "live: steno-bench live $live_model, sessions $sessions at real-time pace while 4 clients send files; English set (every ${live_stride}th clip) through 16 sessions"
+  # The level rows go to stderr as each level ends; the report's tables are printed last.
+  check steno-bench live --model "$live_model" --sessions "$sessions" --turns "$live_turns" --file-clients 4 \
+    --batch-rows "$batch_rows" --wer-sessions 16 --wer-stride "$live_stride" --out "$out/live.md" \
+    >/dev/null 2>"$work/live.err"
+  grep -E "panicked|rror" "$work/live.err" | head -5
+  grep -E "^\||^Live|session error" "$out/live.md" | head -40
 }
 
 model() {

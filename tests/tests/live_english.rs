@@ -18,7 +18,17 @@ const SESSIONS: usize = 4;
 /// 0.5 points, is measured by `make bench-live`.
 const MARGIN: f64 = 0.04;
 
+/// The clips: every `STENO_LIVE_STRIDE`-th, or those whose speech key contains one of the
+/// comma-separated `STENO_LIVE_CLIPS` (to look at chosen clips, such as the ones the VAD
+/// cuts into several turns).
 fn subset() -> Vec<Clip> {
+    if let Ok(names) = std::env::var("STENO_LIVE_CLIPS") {
+        let names: Vec<&str> = names.split(',').filter(|n| !n.is_empty()).collect();
+        return assets::english_clips()
+            .into_iter()
+            .filter(|c| names.iter().any(|n| c.speech_key().contains(n)))
+            .collect();
+    }
     let stride = std::env::var("STENO_LIVE_STRIDE")
         .ok()
         .and_then(|s| s.parse().ok())

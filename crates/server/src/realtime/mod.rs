@@ -5,10 +5,12 @@
 //! * [`session`] — one connection's state machine and its writer;
 //! * [`turn`] — server VAD: where turns start and stop;
 //! * [`interim`] — the stable-prefix rule for text before a turn ends;
-//! * [`secrets`] — short-lived client secrets for browsers.
+//! * [`secrets`] — short-lived client secrets for browsers;
+//! * [`schema`] — the endpoints' and events' shapes for the OpenAPI document.
 
 pub mod interim;
 pub mod protocol;
+pub mod schema;
 pub mod secrets;
 pub mod session;
 pub mod turn;

@@ -5,10 +5,12 @@
 //! A **turn** is one stretch of speech: it starts `prefix_padding_ms` before the first
 //! speech the VAD finds, and stops once `silence_duration_ms` passed without speech (or
 //! it reached the longest turn allowed); the audio up to the stop is committed as one
-//! item. OpenAI's `threshold` (0–1, default 0.5) sets how far above the local noise floor
+//! item. A turn at the longest allowed is cut where long files are cut into windows
+//! ([`split_points`]: the longest pause in its last third, else its quietest 100 ms), and
+//! the speech after the cut opens the next turn at once, so no word is cut in two. OpenAI's `threshold` (0–1, default 0.5) sets how far above the local noise floor
 //! speech must be: `20 dB × threshold` (0.5 → the VAD's own 10 dB).
 
-use steno_audio::vad::{speech_regions, VadParams};
+use steno_audio::vad::{speech_regions, split_points, VadParams};
 use steno_audio::SAMPLE_RATE;
 
 use super::protocol::Vad;
@@ -43,6 +45,8 @@ pub struct TurnDetector {
     speaking: Option<usize>,
     /// The end of the last speech found (absolute).
     last_voice: usize,
+    /// Where the next turn starts at once: a turn cut at its longest, still speaking.
+    resume: Option<usize>,
 }
 
 impl TurnDetector {
@@ -62,6 +66,7 @@ impl TurnDetector {
             checked: from,
             speaking: None,
             last_voice: from,
+            resume: None,
         }
     }
 
@@ -75,6 +80,10 @@ impl TurnDetector {
     pub fn advance(&mut self, buffer: &[f32], origin: usize) -> Option<TurnEvent> {
         let end = origin + buffer.len();
         self.checked = self.checked.max(origin);
+        if let Some(at) = self.resume.take() {
+            self.speaking = Some(at);
+            return Some(TurnEvent::Started { at });
+        }
         while self.checked + samples(STEP_MS) <= end {
             self.checked += samples(STEP_MS);
             if let Some(event) = self.look(buffer, origin) {
@@ -109,14 +118,32 @@ impl TurnDetector {
                     self.last_voice = self.last_voice.max(voiced);
                 }
                 let quiet = self.checked.saturating_sub(self.last_voice) >= self.silence;
-                let too_long = self.checked - start >= self.max_turn;
-                (quiet || too_long).then(|| {
+                if quiet {
                     self.speaking = None;
                     self.last_voice = self.checked;
-                    TurnEvent::Stopped { at: self.checked }
-                })
+                    return Some(TurnEvent::Stopped { at: self.checked });
+                }
+                (self.checked - start >= self.max_turn).then(|| self.cut(buffer, origin, start))
             }
         }
+    }
+
+    /// Ends a turn that reached the longest allowed at its best cut; the speech after the
+    /// cut is the next turn, which [`Self::advance`] opens first thing.
+    fn cut(&mut self, buffer: &[f32], origin: usize, start: usize) -> TurnEvent {
+        let audio = &buffer[start.saturating_sub(origin)..self.checked - origin];
+        // One cut in the turn's last third (split_points cuts what is longer than its
+        // window; a window one sample short of the turn asks for exactly one).
+        let at = split_points(audio, audio.len().saturating_sub(1), &self.vad)
+            .first()
+            .map_or(self.checked, |&cut| start + cut);
+        self.speaking = None;
+        if at < self.checked {
+            self.resume = Some(at);
+        } else {
+            self.last_voice = self.checked;
+        }
+        TurnEvent::Stopped { at }
     }
 
     /// The earliest absolute position the detector may still need (for a turn's prefix
@@ -133,6 +160,7 @@ impl TurnDetector {
     /// Forget the open turn (the client committed or cleared the buffer by hand).
     pub fn reset(&mut self, at: usize) {
         self.speaking = None;
+        self.resume = None;
         self.checked = self.checked.max(at);
         self.last_voice = at;
     }
@@ -220,5 +248,40 @@ mod tests {
             stops += usize::from(matches!(e, TurnEvent::Stopped { .. }));
         }
         assert!(stops >= 2, "{stops}");
+    }
+
+    /// Syllables: 250 ms of tone, 80 ms of quiet, for `seconds`.
+    fn syllables(seconds: f64) -> Vec<f32> {
+        let mut audio = Vec::new();
+        while (audio.len() as f64) < seconds * 16_000.0 {
+            audio.extend(tone(0.25, 0.3));
+            audio.extend(quiet(0.08));
+        }
+        audio.truncate((seconds * 16_000.0) as usize);
+        audio
+    }
+
+    #[test]
+    fn a_turn_at_the_limit_is_cut_in_its_pause_and_the_next_starts_there() {
+        let mut audio = quiet(1.0);
+        audio.extend(syllables(2.2));
+        audio.extend(quiet(0.35));
+        audio.extend(syllables(2.0));
+        audio.extend(quiet(1.5));
+        let mut detector = TurnDetector::new(Vad::default(), 3.0, 0);
+        let mut found = Vec::new();
+        for end in (1_600..=audio.len()).step_by(1_600) {
+            while let Some(e) = detector.advance(&audio[..end], 0) {
+                found.push(e);
+            }
+        }
+        let [TurnEvent::Started { .. }, TurnEvent::Stopped { at: cut }, TurnEvent::Started { at: next }, TurnEvent::Stopped { .. }] =
+            found[..]
+        else {
+            panic!("two turns, got {found:?}")
+        };
+        // The pause is 3.2-3.55 s; the limit (3 s from the turn's start) came later.
+        assert!((51_200..=56_800).contains(&cut), "cut at {cut}");
+        assert_eq!(next, cut);
     }
 }

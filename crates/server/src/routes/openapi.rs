@@ -18,8 +18,12 @@ use utoipa::OpenApi;
         super::health::health,
         super::metrics::metrics,
         document,
+        super::realtime::connect,
+        super::realtime::client_secrets,
+        super::realtime::transcription_sessions,
     ),
-    components(schemas(crate::api::TextDoneEvent, crate::api::DiarizedSegment)),
+    components(schemas(crate::api::TextDoneEvent, crate::api::DiarizedSegment,
+        crate::realtime::schema::RealtimeClientEvent, crate::realtime::schema::RealtimeServerEvent)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -38,6 +38,20 @@ pub struct ConnectQuery {
 /// Upgrades to a live transcription session. Past `realtime.max_sessions` the upgrade
 /// still happens, so that the client gets an `error` event and a close frame (1013) it
 /// can act on rather than a bare HTTP status its WebSocket library may hide.
+#[utoipa::path(get, path = "/v1/realtime", tag = "realtime",
+    params(
+        ("intent" = Option<String>, Query, description = "`transcription` (the only kind of session served; absent is taken as it)"),
+        ("model" = Option<String>, Query, description = "Sent by the beta SDKs; the session's model is set by `session.update`"),
+    ),
+    responses(
+        (status = 101, description = "A WebSocket speaking OpenAI's Realtime transcription protocol: \
+            one JSON text message per event, the client's RealtimeClientEvent and the server's \
+            RealtimeServerEvent. The key goes as `Authorization: Bearer` or, from browsers, as the \
+            subprotocol `openai-insecure-api-key.KEY` (a client secret works here only). Past \
+            realtime.max_sessions the upgrade happens and an `error` event (session_limit_reached) \
+            and close 1013 follow"),
+        (status = 400, description = "Not a WebSocket upgrade, or an intent other than transcription", body = crate::api::ErrorResponse),
+        (status = 401, body = crate::api::ErrorResponse)))]
 pub async fn connect(
     State(state): State<AppState>,
     Query(query): Query<ConnectQuery>,
@@ -122,6 +136,13 @@ struct ExpiresAfter {
 }
 
 /// `POST /v1/realtime/client_secrets`: a key for one browser, for live sessions only.
+#[utoipa::path(post, path = "/v1/realtime/client_secrets", tag = "realtime",
+    request_body(content = crate::realtime::schema::ClientSecretRequest, description = "Optional"),
+    responses(
+        (status = 200, body = crate::realtime::schema::ClientSecret),
+        (status = 400, body = crate::api::ErrorResponse), (status = 401, body = crate::api::ErrorResponse),
+        (status = 404, description = "Unknown model", body = crate::api::ErrorResponse),
+        (status = 429, description = "realtime.max_client_secrets unexpired secrets exist", body = crate::api::ErrorResponse)))]
 pub async fn client_secrets(
     State(state): State<AppState>,
     body: Option<Json<SecretRequest>>,
@@ -139,6 +160,13 @@ pub async fn client_secrets(
 
 /// `POST /v1/realtime/transcription_sessions` (the beta): the session object with its
 /// `client_secret`.
+#[utoipa::path(post, path = "/v1/realtime/transcription_sessions", tag = "realtime",
+    request_body(content = crate::realtime::schema::BetaTranscriptionSession, description = "Optional"),
+    responses(
+        (status = 200, description = "The session with its `client_secret`", body = crate::realtime::schema::BetaTranscriptionSession),
+        (status = 400, body = crate::api::ErrorResponse), (status = 401, body = crate::api::ErrorResponse),
+        (status = 404, description = "Unknown model", body = crate::api::ErrorResponse),
+        (status = 429, body = crate::api::ErrorResponse)))]
 pub async fn transcription_sessions(
     State(state): State<AppState>,
     body: Option<Json<Value>>,
