@@ -73,6 +73,51 @@ fn gemm_gflops(m: i32, k: i32, n: i32, dtype: Dtype) -> f64 {
     2.0 * m as f64 * k as f64 * n as f64 / median(runs) / 1e9
 }
 
+/// Milliseconds of `x·wᵀ` for `x` `[m, k]` and `w` `[n, k]`, dense and through MLX's
+/// quantized matmul at 8 and 4 bits (group 64): whether quantized weights pay here.
+fn quantized_matmul_ms(m: i32, k: i32, n: i32) -> [f64; 3] {
+    let x = random_array(&[m, k], None, Dtype::Float32);
+    let w = random_array(&[n, k], None, Dtype::Float32);
+    let time = |f: &dyn Fn() -> Array| {
+        f().eval().unwrap();
+        let runs: Vec<f64> = (0..7).map(|_| timed(|| f().eval().unwrap()).1).collect();
+        1e3 * median(runs)
+    };
+    let dense = time(&|| x.matmul(w.t()).unwrap());
+    let [eight, four] = [8, 4].map(|bits| {
+        let (q, scales, biases) = ops::quantize(&w, 64, bits).unwrap();
+        time(&|| ops::quantized_matmul(&x, &q, &scales, &biases, true, 64, bits).unwrap())
+    });
+    [dense, eight, four]
+}
+
+fn quantized_report(dims: &ModelDims) -> String {
+    let (d, t, vocab) = (
+        dims.n_audio_state as i32,
+        dims.n_audio_ctx as i32,
+        dims.n_vocab as i32,
+    );
+    let mut report = String::from(
+        "\nQuantized weights (MLX quantized_matmul, group 64) against fp32, ms per product\n\n",
+    );
+    report.push_str("| product | fp32 | 8-bit | 4-bit |\n|---|---:|---:|---:|\n");
+    let shapes = [
+        ("encoder MLP fc1", t, d, 4 * d),
+        ("decoder MLP fc1, 1 row", 1, d, 4 * d),
+        ("decoder MLP fc1, 16 rows", 16, d, 4 * d),
+        ("logits, 1 row", 1, d, vocab),
+        ("logits, 16 rows", 16, d, vocab),
+    ];
+    for (name, m, k, n) in shapes {
+        let [dense, eight, four] = quantized_matmul_ms(m, k, n);
+        let _ = writeln!(
+            report,
+            "| {name} ({m}×{k}·{k}×{n}) | {dense:.2} | {eight:.2} | {four:.2} |"
+        );
+    }
+    report
+}
+
 /// Multiply-accumulate FLOPs of one encoder window (convs, projections, attention, MLP).
 fn encoder_flops(w: &Whisper) -> f64 {
     let d = w.model.dims.n_audio_state as f64;
@@ -847,6 +892,68 @@ fn decoder_steps(whisper: &Whisper, rows: &[usize]) -> String {
     report
 }
 
+/// Where one encoder window's time goes, MLX's ops vs Steno's CPU kernels (median of 3
+/// profiled windows each; every stage evaluated on its own, see `runtime::profile`).
+fn encoder_stages(whisper: &Whisper) -> String {
+    let n_mels = whisper.model.dims.n_mels as i32;
+    let mel = Array::from_slice(&vec![0.05f32; 3000 * n_mels as usize], &[1, 3000, n_mels]);
+    let mut columns: Vec<(&str, Vec<(&'static str, f64)>)> = Vec::new();
+    steno_whisper::runtime::set_cpu_lanes(0);
+    for kernels in [false, true] {
+        steno_whisper::cpu::set_enabled(kernels);
+        if kernels && !steno_whisper::cpu::available() {
+            continue;
+        }
+        let forward = || whisper.model.encoder.forward(&mel).unwrap().eval().unwrap();
+        forward();
+        let mut runs: Vec<_> = (0..3)
+            .map(|_| steno_whisper::runtime::profile(forward).1)
+            .collect();
+        runs.sort_by(|a, b| total(a).total_cmp(&total(b)));
+        columns.push((
+            if kernels { "CPU kernels" } else { "MLX ops" },
+            runs.swap_remove(1),
+        ));
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (_, stages) in &columns {
+        for (name, _) in stages {
+            if !names.contains(name) {
+                names.push(name);
+            }
+        }
+    }
+    let mut report = String::from("\nEncoder window, seconds per stage\n\n| stage |");
+    for (label, _) in &columns {
+        let _ = write!(report, " {label} | share |");
+    }
+    report.push_str("\n|---|");
+    report.push_str(&"---:|---:|".repeat(columns.len()));
+    for name in names.iter().copied().chain(["total"]) {
+        let _ = write!(report, "\n| {name} |");
+        for (_, stages) in &columns {
+            let seconds = match name {
+                "total" => total(stages),
+                _ => stages
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or(0.0, |(_, s)| *s),
+            };
+            let _ = write!(
+                report,
+                " {seconds:.3} | {:.0} % |",
+                100.0 * seconds / total(stages)
+            );
+        }
+    }
+    report.push('\n');
+    report
+}
+
+fn total(stages: &[(&'static str, f64)]) -> f64 {
+    stages.iter().map(|(_, s)| s).sum()
+}
+
 /// `bench [MODEL_DIR]`: see the header.
 /// Long on purpose: a benchmark script whose measurements run and print in the order of
 /// the report it writes; splitting it would scatter one table over several functions.
@@ -907,6 +1014,9 @@ fn model_bench() {
             100.0 * gflops / roofline
         );
     }
+
+    report.push_str(&encoder_stages(&whisper));
+    report.push_str(&quantized_report(dims));
 
     // Decoder steps: B rows that never emit EOT, timed per step, each way of stepping.
     report.push_str(&decoder_steps(

@@ -15,6 +15,7 @@ use mlx_rs::{Array, Dtype};
 
 use crate::config::ModelDims;
 use crate::error::{Result, WhisperError};
+use crate::runtime::stage;
 
 /// Weights by canonical (OpenAI) parameter name.
 pub type Weights = HashMap<String, Array>;
@@ -391,14 +392,17 @@ impl Attention {
     /// [`Attention::attend`].
     fn encoder_self(&self, x: &Array) -> Result<Array> {
         if !crate::cpu::runs(x) {
-            let (k, v) = self.key_value(x)?;
-            return self.attend(x, &k, &v, None);
+            let k = stage("projections", self.key.forward(x)?)?;
+            let v = stage("projections", self.value.forward(x)?)?;
+            let (k, v) = (split_heads(&k, self.n_head)?, split_heads(&v, self.n_head)?);
+            return stage(
+                "attention + q, out projections",
+                self.attend(x, &k, &v, None)?,
+            );
         }
-        let (q, k, v) = (
-            self.query.forward(x)?,
-            self.key.forward(x)?,
-            self.value.forward(x)?,
-        );
+        let q = stage("projections", self.query.forward(x)?)?;
+        let k = stage("projections", self.key.forward(x)?)?;
+        let v = stage("projections", self.value.forward(x)?)?;
         mlx_rs::transforms::eval([&q, &k, &v])?;
         let s = x.shape();
         let shape = crate::cpu::attention::Shape {
@@ -414,7 +418,8 @@ impl Attention {
             shape,
             self.scale(s[2]),
         );
-        self.out.forward(&Array::from_slice(&o, s))
+        let o = stage("attention", Array::from_slice(&o, s))?;
+        stage("projections", self.out.forward(&o)?)
     }
 
     /// Softmax attention weights `[batch, heads, q, k]` (for word alignment).
@@ -443,8 +448,11 @@ impl Mlp {
     }
 
     fn residual(&self, x: &Array) -> Result<Array> {
-        let h = gelu(&self.fc1.forward(&self.ln.forward(x)?)?)?;
-        Ok(x.add(self.fc2.forward(&h)?)?)
+        let h = stage("layer norm", self.ln.forward(x)?)?;
+        let h = stage("mlp matmul", self.fc1.forward(&h)?)?;
+        let h = stage("gelu", gelu(&h)?)?;
+        let h = stage("mlp matmul", self.fc2.forward(&h)?)?;
+        stage("elementwise", x.add(h)?)
     }
 }
 
@@ -497,17 +505,25 @@ impl AudioEncoder {
     }
 
     /// `[batch, 2·ctx, n_mels]` mel windows → `[batch, ctx, state]` audio features.
+    /// Its stages are marked for [`crate::runtime::profile`].
     pub fn forward(&self, mel: &Array) -> Result<Array> {
-        let x = ops::conv1d(mel, &self.conv1.0, 1, 1, 1, 1)?.add(&self.conv1.1)?;
-        let x = gelu(&x)?;
-        let x = ops::conv1d(&x, &self.conv2.0, 2, 1, 1, 1)?.add(&self.conv2.1)?;
-        let mut x = gelu(&x)?.add(&self.positional)?;
+        let x = stage(
+            "conv",
+            ops::conv1d(mel, &self.conv1.0, 1, 1, 1, 1)?.add(&self.conv1.1)?,
+        )?;
+        let x = stage("gelu", gelu(&x)?)?;
+        let x = stage(
+            "conv",
+            ops::conv1d(&x, &self.conv2.0, 2, 1, 1, 1)?.add(&self.conv2.1)?,
+        )?;
+        let x = stage("gelu", gelu(&x)?)?;
+        let mut x = stage("elementwise", x.add(&self.positional)?)?;
         for block in &self.blocks {
-            let h = block.attn_ln.forward(&x)?;
-            x = x.add(block.attn.encoder_self(&h)?)?;
+            let h = stage("layer norm", block.attn_ln.forward(&x)?)?;
+            x = stage("elementwise", x.add(block.attn.encoder_self(&h)?)?)?;
             x = block.mlp.residual(&x)?;
         }
-        self.ln_post.forward(&x)
+        stage("layer norm", self.ln_post.forward(&x)?)
     }
 }
 

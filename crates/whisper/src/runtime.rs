@@ -70,3 +70,40 @@ pub(crate) fn with_cpu_lanes<T>(f: impl FnOnce(&[mlx_rs::Stream]) -> T) -> T {
         f(&lanes.borrow())
     })
 }
+
+thread_local! {
+    /// While [`profile`] runs on this thread: when the last stage ended, and each
+    /// stage's seconds so far.
+    static STAGES: std::cell::RefCell<Option<(std::time::Instant, Vec<(&'static str, f64)>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with the model's stage marks on: each mark evaluates its array and charges
+/// the time since the previous mark to its stage. Returns `f`'s result and the seconds
+/// per stage, in first-seen order. Evaluating at every mark serialises what MLX would
+/// overlap, so the total is a little above an unprofiled call's.
+pub fn profile<T>(f: impl FnOnce() -> T) -> (T, Vec<(&'static str, f64)>) {
+    STAGES.with(|s| *s.borrow_mut() = Some((std::time::Instant::now(), Vec::new())));
+    let out = f();
+    let stages = STAGES.with(|s| s.borrow_mut().take()).map(|(_, v)| v);
+    (out, stages.unwrap_or_default())
+}
+
+/// A stage mark (see [`profile`]): returns `x`; evaluates it only while profiling.
+pub(crate) fn stage(name: &'static str, x: mlx_rs::Array) -> crate::Result<mlx_rs::Array> {
+    STAGES.with(|s| -> crate::Result<()> {
+        let mut s = s.borrow_mut();
+        let Some((last, stages)) = s.as_mut() else {
+            return Ok(());
+        };
+        x.eval()?;
+        let seconds = last.elapsed().as_secs_f64();
+        match stages.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, total)) => *total += seconds,
+            None => stages.push((name, seconds)),
+        }
+        *last = std::time::Instant::now();
+        Ok(())
+    })?;
+    Ok(x)
+}
