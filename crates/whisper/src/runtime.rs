@@ -71,11 +71,12 @@ pub(crate) fn with_cpu_lanes<T>(f: impl FnOnce(&[mlx_rs::Stream]) -> T) -> T {
     })
 }
 
+/// When the last stage ended, and each stage's seconds so far.
+type Stages = (std::time::Instant, Vec<(&'static str, f64)>);
+
 thread_local! {
-    /// While [`profile`] runs on this thread: when the last stage ended, and each
-    /// stage's seconds so far.
-    static STAGES: std::cell::RefCell<Option<(std::time::Instant, Vec<(&'static str, f64)>)>> =
-        const { std::cell::RefCell::new(None) };
+    /// Set while [`profile`] runs on this thread.
+    static STAGES: std::cell::RefCell<Option<Stages>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Runs `f` with the model's stage marks on: each mark evaluates its array and charges
