@@ -8,7 +8,8 @@
 # (default /root/steno-work). STENO_GPU is the unpacked bundle (default /root/steno-gpu).
 # Knobs: CLIENTS (1,8,32,64), REQUESTS (128), BATCH_ROWS (64), BATCHES (1,8,32,64),
 # SESSIONS (1,32,64: live sessions per level), PY (python3: the one with torch and transformers),
-# STEP_ROWS (1,8,32,64: decoder rows of `steps`), BEAM_ROWS (32: max batch rows of `beam`).
+# STEP_ROWS (1,8,32,64: decoder rows of `steps`), BEAM_ROWS (32: max batch rows of `beam`),
+# PEER_CONFIGS ("default static": the transformers configurations `peer` runs).
 set -uo pipefail
 gpu=${STENO_GPU:-/root/steno-gpu}
 # shellcheck disable=SC1091
@@ -108,10 +109,14 @@ peer() {
   step "peer: transformers pipeline (fp16, sdpa), base converted from the same CT2 weights"
   [ -f "$work/wavs16/clips.tsv" ] || check whisper-bench --wavs16 "$work/wavs16"
   [ -f "$work/hf-base/model.safetensors" ] ||
-    check $py "$gpu/peers/hf.py" "$models/base-ct2" "$work/hf-base" --dtype float16
-  check $py "$gpu/gpu/hf_peer.py" --model "$work/hf-base" --clips "$work/wavs16/clips.tsv" \
-    --batch-sizes "$batches" --out "$work/hf" 2>&1 | grep -vE "Warning|warn|^\s*$" | tail -15
-  cp "$work/hf/hf.json" "$out/" 2>/dev/null
+    check "$py" "$gpu/peers/hf.py" "$models/base-ct2" "$work/hf-base" --dtype float16
+  # PEER_CONFIGS: default (the pipeline as is) and/or static (static cache + torch.compile).
+  for config in ${PEER_CONFIGS:-default static}; do
+    flag=(); [ "$config" = static ] && flag=(--static-compile)
+    check "$py" "$gpu/gpu/hf_peer.py" --model "$work/hf-base" --clips "$work/wavs16/clips.tsv" \
+      --batch-sizes "$batches" --out "$work/hf" "${flag[@]}" 2>&1 | grep -vE "Warning|warn|^\s*$" | tail -15
+  done
+  cp "$work"/hf/hf*.json "$out/" 2>/dev/null
   (cd "$work/hf" && check whisper-bench --score hf-*.tsv) | tee "$out/hf-wer.txt"
 }
 
