@@ -478,6 +478,7 @@ impl Batch {
     /// into place ([`Self::gather_caches`]). Returns the rows and groups that finished.
     fn advance_rows(&mut self, first: usize, logits: &[f32]) -> Result<Vec<RowOutcome>> {
         let old_len = self.rows.len();
+        let old_ids: Vec<RowId> = self.rows.iter().map(|r| r.id).collect();
         let vocab = logits.len() / (old_len - first).max(1);
         let mut next: Vec<(usize, ActiveRow)> = Vec::with_capacity(old_len);
         let mut units: Vec<Vec<(usize, ActiveRow)>> = Vec::new();
@@ -507,7 +508,14 @@ impl Batch {
         let order: Vec<usize> = next.iter().map(|(i, _)| *i).collect();
         self.rows = next.into_iter().map(|(_, row)| row).collect();
         if order.len() != old_len || order.iter().enumerate().any(|(k, &i)| k != i) {
-            self.gather_caches(&order)?;
+            // A group's rows share their audio: reordered among themselves, each row's
+            // cross-attention caches stay right.
+            let same_audio = order.len() == old_len
+                && order
+                    .iter()
+                    .enumerate()
+                    .all(|(k, &i)| old_ids[k] == old_ids[i]);
+            self.gather_caches(&order, !same_audio)?;
         }
         Ok(outcomes)
     }
@@ -636,13 +644,15 @@ impl Batch {
             });
         }
         self.rows = rows.into_iter().flatten().collect();
-        self.gather_caches(order)?;
+        self.gather_caches(order, true)?;
         Ok(old.into_iter().flatten().collect())
     }
 
     /// [`Self::gather`]'s caches. Dynamic caches also lose the time steps no row uses
     /// any more; static ones keep their bucket's shape, padded with copies of a row.
-    fn gather_caches(&mut self, order: &[usize]) -> Result<()> {
+    /// `cross: false` keeps the cross-attention caches where every row keeps its audio
+    /// (beams reordered within their group): they are the largest, and the same for all.
+    fn gather_caches(&mut self, order: &[usize], cross: bool) -> Result<()> {
         if order.is_empty() {
             self.caches.clear();
             self.time = 0;
@@ -661,8 +671,10 @@ impl Batch {
             let gather = |a: &Array| -> Result<Array> { Ok(a.take_axis(&index, 0)?) };
             cache.self_keys = gather(&cache.self_keys)?;
             cache.self_values = gather(&cache.self_values)?;
-            cache.cross_keys = gather(&cache.cross_keys)?;
-            cache.cross_values = gather(&cache.cross_values)?;
+            if cross {
+                cache.cross_keys = gather(&cache.cross_keys)?;
+                cache.cross_values = gather(&cache.cross_values)?;
+            }
             if unused > 0 {
                 cache.self_keys = drop_cache_prefix(&cache.self_keys, unused as i32)?;
                 cache.self_values = drop_cache_prefix(&cache.self_values, unused as i32)?;
