@@ -331,7 +331,7 @@ impl Batch {
         let sot_indices: Vec<usize> = specs.iter().map(|s| s.sot_index).collect();
         let picks = prefill.logit_positions(&initial, &sot_indices);
         let picked = flat.take_axis(Array::from_slice(&picks, &[2 * n as i32]), 0)?;
-        let logits = host_logits(&model.decoder.logits(&picked)?)?;
+        let logits = model.decoder.host_logits(&picked)?;
         let vocab = logits.len() / (2 * n);
 
         for spec in &specs {
@@ -544,7 +544,9 @@ impl Batch {
             .forward(&tokens, &positions, &mask, &mut self.caches)?;
         self.time = keys;
         let state = hidden.shape()[2];
-        host_logits(&model.decoder.logits(&hidden.reshape(&[b as i32, state])?)?)
+        model
+            .decoder
+            .host_logits(&hidden.reshape(&[b as i32, state])?)
     }
 
     /// One step over static caches, compiled or not: each row's logits, `[rows · vocab]`

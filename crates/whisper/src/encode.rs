@@ -65,10 +65,7 @@ impl Whisper {
         let logits = self
             .model
             .decoder
-            .logits(&hidden.reshape(&[n, state])?)?
-            .as_dtype(mlx_rs::Dtype::Float32)?;
-        logits.eval()?;
-        let logits = logits.as_slice::<f32>();
+            .host_logits(&hidden.reshape(&[n, state])?)?;
         let vocab = logits.len() / n as usize;
         let codes = self.tokenizer.all_language_codes();
         let tokens = self.tokenizer.all_language_tokens();

@@ -655,6 +655,24 @@ impl TextDecoder {
         Ok(self.token_embedding.matmul(hidden.t())?.t().contiguous()?)
     }
 
+    /// [`TextDecoder::logits`] of `[rows, state]`, as f32 on the host, row after row:
+    /// [`crate::cpu::logits`] where the CPU kernels run, else MLX's product, copied.
+    pub fn host_logits(&self, hidden: &Array) -> Result<Vec<f32>> {
+        if crate::cpu::runs(hidden) && crate::cpu::runs(&self.token_embedding) {
+            hidden.eval()?;
+            let state = self.token_embedding.shape()[1] as usize;
+            let embedding = self.token_embedding.as_slice::<f32>();
+            return Ok(crate::cpu::logits::logits(
+                embedding,
+                hidden.as_slice(),
+                state,
+            ));
+        }
+        let logits = self.logits(hidden)?.as_dtype(Dtype::Float32)?;
+        logits.eval()?;
+        Ok(logits.as_slice::<f32>().to_vec())
+    }
+
     /// Cross-attention weights of every layer for a full token sequence (no cache),
     /// `[layers][batch, heads, q, audio_ctx]`; used for word-level alignment.
     pub fn cross_attention_weights(

@@ -4,10 +4,13 @@
 //! stream, so softmax and GELU cost more than all the encoder's matrix products. Here
 //! they run as AVX2 polynomials ([`simd`]) with the rows split over the cores, and the
 //! attention's score matrices stay in cache ([`attention`]); MLX keeps the projections,
-//! the MLP's matrix products and everything else. Used only where [`available`]: an
-//! x86-64 CPU with AVX2 and FMA, MLX on the CPU, f32 arrays.
+//! the MLP's matrix products and everything else. The decoder's vocabulary logits are
+//! computed here too ([`logits`]), where MLX's BLAS call repacks the whole embedding every
+//! step. Used only where [`available`]: an x86-64 CPU with AVX2 and FMA, MLX on the CPU,
+//! f32 arrays.
 
 pub mod attention;
+pub mod logits;
 pub mod simd;
 
 use std::sync::atomic::{AtomicBool, Ordering};
