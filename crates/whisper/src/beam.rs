@@ -132,8 +132,8 @@ pub fn best<T>(candidates: &[Candidate<T>], length_penalty: Option<f32>) -> Opti
     let mut best: Option<(usize, (bool, f32))> = None;
     for (i, c) in candidates.iter().enumerate() {
         let (ok, s) = key(c);
-        let better =
-            best.is_none_or(|(_, (best_ok, best_s))| ok > best_ok || (ok == best_ok && s > best_s));
+        let better = best
+            .is_none_or(|(_, (best_ok, best_s))| (ok && !best_ok) || (ok == best_ok && s > best_s));
         if better {
             best = Some((i, (ok, s)));
         }
@@ -354,7 +354,7 @@ mod tests {
             };
             5
         ];
-        let choice = choose(&beams, &vec![probs.as_slice(); 5], 5, EOT);
+        let choice = choose(&beams, &[probs.as_slice(); 5], 5, EOT);
         let tokens: Vec<u32> = choice.live.iter().map(|e| e.token).collect();
         assert_eq!(tokens, vec![1, 2, 3, 4, 5]);
         assert!(choice.live.iter().all(|e| e.source == 0));
