@@ -841,6 +841,7 @@ fn decoder_steps(whisper: &Whisper, rows: &[usize]) -> String {
          |---|---|---|---|---|---|\n",
         dims.n_text_layer, dims.n_text_state, whisper.model.dtype,
     );
+    let mut profiles = Vec::new();
     for &n in rows {
         let specs = || -> Vec<RowSpec> {
             (0..n)
@@ -879,6 +880,10 @@ fn decoder_steps(whisper: &Whisper, rows: &[usize]) -> String {
         }
         let ms: Vec<f64> = times.into_iter().map(median).collect();
         let best = ms.iter().cloned().fold(f64::INFINITY, f64::min);
+        profiles.push((
+            format!("{n} rows"),
+            profiled(|| batches[0].step(&whisper.model).unwrap()),
+        ));
         let _ = writeln!(
             report,
             "| {n} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
@@ -889,49 +894,48 @@ fn decoder_steps(whisper: &Whisper, rows: &[usize]) -> String {
             best / n as f64
         );
     }
+    report.push_str(&stage_table(
+        "Dynamic decoder step, seconds per stage (rest: logits, sampling, cache upkeep)",
+        &profiles,
+    ));
     report
 }
 
-/// Where one encoder window's time goes, MLX's ops vs Steno's CPU kernels (median of 3
-/// profiled windows each; every stage evaluated on its own, see `runtime::profile`).
-fn encoder_stages(whisper: &Whisper) -> String {
-    let n_mels = whisper.model.dims.n_mels as i32;
-    let mel = Array::from_slice(&vec![0.05f32; 3000 * n_mels as usize], &[1, 3000, n_mels]);
-    let mut columns: Vec<(&str, Vec<(&'static str, f64)>)> = Vec::new();
-    steno_whisper::runtime::set_cpu_lanes(0);
-    for kernels in [false, true] {
-        steno_whisper::cpu::set_enabled(kernels);
-        if kernels && !steno_whisper::cpu::available() {
-            continue;
-        }
-        let forward = || whisper.model.encoder.forward(&mel).unwrap().eval().unwrap();
-        forward();
-        let mut runs: Vec<_> = (0..3)
-            .map(|_| steno_whisper::runtime::profile(forward).1)
-            .collect();
-        runs.sort_by(|a, b| total(a).total_cmp(&total(b)));
-        columns.push((
-            if kernels { "CPU kernels" } else { "MLX ops" },
-            runs.swap_remove(1),
-        ));
-    }
+/// The stages of the median (by total) of 5 profiled calls of `f`, plus the time no
+/// stage mark covered as `rest`.
+fn profiled<T>(mut f: impl FnMut() -> T) -> Vec<(&'static str, f64)> {
+    let mut runs: Vec<_> = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            let (_, mut stages) = steno_whisper::runtime::profile(&mut f);
+            let wall = start.elapsed().as_secs_f64();
+            stages.push(("rest", (wall - total(&stages)).max(0.0)));
+            stages
+        })
+        .collect();
+    runs.sort_by(|a, b| total(a).total_cmp(&total(b)));
+    runs.swap_remove(2)
+}
+
+/// A Markdown table of stage seconds and shares, one column pair per profile.
+fn stage_table(title: &str, columns: &[(String, Vec<(&'static str, f64)>)]) -> String {
     let mut names: Vec<&str> = Vec::new();
-    for (_, stages) in &columns {
+    for (_, stages) in columns {
         for (name, _) in stages {
             if !names.contains(name) {
                 names.push(name);
             }
         }
     }
-    let mut report = String::from("\nEncoder window, seconds per stage\n\n| stage |");
-    for (label, _) in &columns {
+    let mut report = format!("\n{title}\n\n| stage |");
+    for (label, _) in columns {
         let _ = write!(report, " {label} | share |");
     }
     report.push_str("\n|---|");
     report.push_str(&"---:|---:|".repeat(columns.len()));
     for name in names.iter().copied().chain(["total"]) {
         let _ = write!(report, "\n| {name} |");
-        for (_, stages) in &columns {
+        for (_, stages) in columns {
             let seconds = match name {
                 "total" => total(stages),
                 _ => stages
@@ -941,13 +945,35 @@ fn encoder_stages(whisper: &Whisper) -> String {
             };
             let _ = write!(
                 report,
-                " {seconds:.3} | {:.0} % |",
+                " {seconds:.4} | {:.0} % |",
                 100.0 * seconds / total(stages)
             );
         }
     }
     report.push('\n');
     report
+}
+
+/// Where one encoder window's time goes, MLX's ops vs Steno's CPU kernels (median of 3
+/// profiled windows each; every stage evaluated on its own, see `runtime::profile`).
+/// Where one encoder window's time goes, MLX's ops vs Steno's CPU kernels (median of 5
+/// profiled windows each; every stage evaluated on its own, see `runtime::profile`).
+fn encoder_stages(whisper: &Whisper) -> String {
+    let n_mels = whisper.model.dims.n_mels as i32;
+    let mel = Array::from_slice(&vec![0.05f32; 3000 * n_mels as usize], &[1, 3000, n_mels]);
+    let mut columns: Vec<(String, Vec<(&'static str, f64)>)> = Vec::new();
+    steno_whisper::runtime::set_cpu_lanes(0);
+    for kernels in [false, true] {
+        steno_whisper::cpu::set_enabled(kernels);
+        if kernels && !steno_whisper::cpu::available() {
+            continue;
+        }
+        let forward = || whisper.model.encoder.forward(&mel).unwrap().eval().unwrap();
+        forward();
+        let label = if kernels { "CPU kernels" } else { "MLX ops" };
+        columns.push((label.to_string(), profiled(forward)));
+    }
+    stage_table("Encoder window, seconds per stage", &columns)
 }
 
 fn total(stages: &[(&'static str, f64)]) -> f64 {

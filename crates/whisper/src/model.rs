@@ -422,6 +422,45 @@ impl Attention {
         stage("projections", self.out.forward(&o)?)
     }
 
+    /// [`Attention::attend`] for a dynamic decoder step, `x` `[batch, 1, state]`: on
+    /// [`crate::cpu`]'s kernel where it runs (not inside a compiled step: it evaluates).
+    fn attend_step(
+        &self,
+        x: &Array,
+        keys: &Array,
+        values: &Array,
+        mask: Option<&Array>,
+    ) -> Result<Array> {
+        if x.shape()[1] != 1 || !crate::cpu::runs(x) {
+            return self.attend(x, keys, values, mask);
+        }
+        let q = self.query.forward(x)?;
+        let s = keys.shape();
+        let shape = crate::cpu::attention::StepShape {
+            batch: s[0] as usize,
+            heads: s[1] as usize,
+            keys: s[2] as usize,
+            head_dim: s[3] as usize,
+        };
+        // Slices need row-major buffers: a cache whose unused prefix was sliced off is a
+        // view (copied here, as MLX's own product would).
+        let [q, keys, values] = [&q, keys, values].map(|a| a.contiguous());
+        let (q, keys, values) = (q?, keys?, values?);
+        let mask = mask
+            .map(|m| m.as_dtype(Dtype::Float32)?.contiguous())
+            .transpose()?;
+        let o = crate::cpu::attention::single_query(
+            q.as_slice(),
+            keys.as_slice(),
+            values.as_slice(),
+            mask.as_ref().map(|m| m.as_slice()),
+            shape,
+            self.scale(shape.heads as i32 * shape.head_dim as i32),
+        );
+        self.out
+            .forward(&Array::from_slice(&o, &[s[0], 1, s[1] * s[3]]))
+    }
+
     /// Softmax attention weights `[batch, heads, q, k]` (for word alignment).
     fn weights(&self, x: &Array, keys: &Array) -> Result<Array> {
         let state = x.shape()[2];
@@ -620,31 +659,30 @@ impl TextDecoder {
         mask: &Array,
         caches: &mut [LayerCache],
     ) -> Result<Array> {
-        let mut x = self
+        let x = self
             .token_embedding
             .take_axis(tokens, 0)?
             .add(self.positional.take_axis(positions, 0)?)?;
+        let mut x = stage("decoder embedding", x)?;
         for (block, cache) in self.blocks.iter().zip(caches.iter_mut()) {
             let h = block.attn_ln.forward(&x)?;
             let (k, v) = block.attn.key_value(&h)?;
             cache.self_keys = ops::concatenate(&[&cache.self_keys, &k], 2)?;
             cache.self_values = ops::concatenate(&[&cache.self_values, &v], 2)?;
-            x = x.add(block.attn.attend(
-                &h,
-                &cache.self_keys,
-                &cache.self_values,
-                Some(mask),
-            )?)?;
+            let attended =
+                block
+                    .attn
+                    .attend_step(&h, &cache.self_keys, &cache.self_values, Some(mask))?;
+            x = stage("decoder self-attention", x.add(attended)?)?;
             let h = block.cross_attn_ln.forward(&x)?;
-            x = x.add(block.cross_attn.attend(
-                &h,
-                &cache.cross_keys,
-                &cache.cross_values,
-                None,
-            )?)?;
-            x = decoder_mlp(&block.mlp, &x)?;
+            let attended =
+                block
+                    .cross_attn
+                    .attend_step(&h, &cache.cross_keys, &cache.cross_values, None)?;
+            x = stage("decoder cross-attention", x.add(attended)?)?;
+            x = stage("decoder MLP", decoder_mlp(&block.mlp, &x)?)?;
         }
-        self.ln.forward(&x)
+        stage("decoder layer norm", self.ln.forward(&x)?)
     }
 
     /// Vocabulary logits of hidden states `[.., state]`.

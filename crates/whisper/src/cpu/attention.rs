@@ -158,6 +158,131 @@ impl Block<'_> {
     }
 }
 
+/// The shape of one decoder step's attention: one query per row against that row's
+/// cached keys and values `[batch, heads, keys, head_dim]`.
+#[derive(Clone, Copy, Debug)]
+pub struct StepShape {
+    pub batch: usize,
+    pub heads: usize,
+    pub keys: usize,
+    pub head_dim: usize,
+}
+
+/// A decoder step's attention: `q` `[batch, heads · head_dim]` against `keys` and
+/// `values` `[batch, heads, keys, head_dim]`, with an optional additive `mask`
+/// `[batch, keys]` (0 or −∞); output `[batch, heads · head_dim]`. One (row, head) pair
+/// at a time, split over the cores: each reads its keys and values once, which is all
+/// the work there is (MLX's batched matrix-vector products took ~4× as long here).
+pub fn single_query(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    mask: Option<&[f32]>,
+    shape: StepShape,
+    scale: f32,
+) -> Vec<f32> {
+    let StepShape {
+        batch,
+        heads,
+        keys: n,
+        head_dim,
+    } = shape;
+    let cached = batch * heads * n * head_dim;
+    assert!(q.len() == batch * heads * head_dim && keys.len() == cached && values.len() == cached);
+    assert!(mask.is_none_or(|m| m.len() == batch * n));
+    let mut out = vec![0.0; q.len()];
+    split_rows(&mut out, head_dim, |first, rows| {
+        let mut scores = vec![0.0; n];
+        for (i, o) in rows.chunks_exact_mut(head_dim).enumerate() {
+            let pair = first + i;
+            let (k, v) = (&keys[pair * n * head_dim..], &values[pair * n * head_dim..]);
+            let q = &q[pair * head_dim..(pair + 1) * head_dim];
+            // SAFETY: k holds n rows of head_dim floats, q one row; scores holds n.
+            unsafe {
+                product(
+                    n,
+                    1,
+                    head_dim,
+                    k.as_ptr(),
+                    head_dim,
+                    1,
+                    q.as_ptr(),
+                    scores.as_mut_ptr(),
+                    1,
+                    scale * std::f32::consts::LOG2_E,
+                )
+            };
+            if let Some(mask) = mask {
+                let row = &mask[pair / heads * n..][..n];
+                for (s, m) in scores.iter_mut().zip(row) {
+                    *s += m;
+                }
+            }
+            let inverse = 1.0 / super::simd::exp2_row(&mut scores);
+            // SAFETY: scores is one row of n, v holds n rows of head_dim, o holds head_dim.
+            unsafe {
+                product(
+                    1,
+                    head_dim,
+                    n,
+                    scores.as_ptr(),
+                    n,
+                    1,
+                    v.as_ptr(),
+                    o.as_mut_ptr(),
+                    head_dim,
+                    inverse,
+                )
+            };
+        }
+    });
+    out
+}
+
+/// `dst[m × n] = scale · lhs[m × k] · rhs[k × n]`: `lhs` with the given row and column
+/// strides, `rhs` row-major, `dst` rows `dst_rs` apart.
+///
+/// # Safety
+/// Every element addressed by the shapes and strides must lie inside its allocation.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    dst: *mut f32,
+    dst_rs: usize,
+    scale: f32,
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            1,
+            n as isize,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +329,61 @@ mod tests {
                 (x % 2001) as f32 / 1000.0 - 1.0
             })
             .collect()
+    }
+
+    #[test]
+    fn single_query_attention_matches_plain_attention_with_its_mask() {
+        let (batch, heads, n, head_dim) = (3, 2, 37, 8);
+        let shape = StepShape {
+            batch,
+            heads,
+            keys: n,
+            head_dim,
+        };
+        let (q, k, v) = (
+            values(batch * heads * head_dim, 4),
+            values(batch * heads * n * head_dim, 5),
+            values(batch * heads * n * head_dim, 6),
+        );
+        // Row b sees keys b.. (left padding masked, as in a batch of rows).
+        let mask: Vec<f32> = (0..batch * n)
+            .map(|i| {
+                if i % n < i / n {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let ours = single_query(&q, &k, &v, Some(&mask), shape, 0.3);
+        for pair in 0..batch * heads {
+            let b = pair / heads;
+            let logits: Vec<f64> = (0..n)
+                .map(|j| {
+                    let kj = &k[(pair * n + j) * head_dim..][..head_dim];
+                    let dot: f64 = q[pair * head_dim..][..head_dim]
+                        .iter()
+                        .zip(kj)
+                        .map(|(a, b)| (a * b) as f64)
+                        .sum();
+                    dot * 0.3 + mask[b * n + j] as f64
+                })
+                .collect();
+            let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let weights: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            for c in 0..head_dim {
+                let want: f64 = (0..n)
+                    .map(|j| weights[j] * v[(pair * n + j) * head_dim + c] as f64)
+                    .sum::<f64>()
+                    / total;
+                let got = ours[pair * head_dim + c];
+                assert!(
+                    (got as f64 - want).abs() < 2e-5,
+                    "pair {pair}, {c}: {got} vs {want}"
+                );
+            }
+        }
     }
 
     #[test]
