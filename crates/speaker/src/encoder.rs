@@ -13,8 +13,9 @@ use mlx_rs::ops;
 use mlx_rs::Array;
 
 use crate::error::{Result, SpeakerError};
+use crate::lstm;
 use crate::mel::{volume_gain, MelFrontEnd, HOP, N_MELS};
-use crate::torch_pickle::{self, Tensor};
+use crate::torch_pickle;
 use crate::Embedding;
 
 /// Mel frames in one window (1.6 s), Resemblyzer's `partials_n_frames`.
@@ -23,7 +24,7 @@ pub const WINDOW_FRAMES: usize = 160;
 pub const WINDOW_SAMPLES: usize = WINDOW_FRAMES * HOP;
 /// Size of an embedding.
 pub const EMBEDDING_DIM: usize = 256;
-const HIDDEN: usize = 256;
+pub(crate) const HIDDEN: usize = 256;
 const LAYERS: usize = 3;
 /// Windows per forward pass: bounds the pass's memory (inputs and gate activations,
 /// about 1.3 MB a window) whatever the file's length.
@@ -48,6 +49,8 @@ pub struct VoiceEncoder {
     /// `[H, E]`: the linear layer's weightᵀ.
     linear_t: Array,
     linear_bias: Array,
+    /// The same weights for [`lstm`], the forward pass where steno-whisper's CPU kernels run.
+    host: lstm::HostWeights,
     front: MelFrontEnd,
 }
 
@@ -60,7 +63,7 @@ impl VoiceEncoder {
             detail,
         };
         let mut tensors = torch_pickle::read_tensors(&bytes, &["model_state"]).map_err(invalid)?;
-        let mut take = |name: &str, shape: &[usize]| -> Result<Array> {
+        let mut take = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
             let t = tensors
                 .remove(name)
                 .ok_or_else(|| invalid(format!("no tensor `{name}`")))?;
@@ -70,27 +73,43 @@ impl VoiceEncoder {
                     t.shape
                 )));
             }
-            Ok(array(&t))
+            Ok(t.data)
         };
-        let mut layers = Vec::with_capacity(LAYERS);
+        let mut host = Vec::with_capacity(LAYERS);
         for l in 0..LAYERS {
             let input = if l == 0 { N_MELS } else { HIDDEN };
             let w_ih = take(&format!("lstm.weight_ih_l{l}"), &[4 * HIDDEN, input])?;
             let w_hh = take(&format!("lstm.weight_hh_l{l}"), &[4 * HIDDEN, HIDDEN])?;
             let b_ih = take(&format!("lstm.bias_ih_l{l}"), &[4 * HIDDEN])?;
             let b_hh = take(&format!("lstm.bias_hh_l{l}"), &[4 * HIDDEN])?;
-            layers.push(LstmLayer {
-                w_ih_t: contiguous(&w_ih.t())?,
-                w_hh_t: contiguous(&w_hh.t())?,
-                bias: ops::add(&b_ih, &b_hh)?,
-            });
+            let bias = b_ih.iter().zip(&b_hh).map(|(a, b)| a + b).collect();
+            host.push(lstm::Layer { w_ih, w_hh, bias });
         }
-        let linear = take("linear.weight", &[EMBEDDING_DIM, HIDDEN])?;
-        let linear_bias = take("linear.bias", &[EMBEDDING_DIM])?;
+        let host = lstm::HostWeights {
+            layers: host,
+            linear: take("linear.weight", &[EMBEDDING_DIM, HIDDEN])?,
+            linear_bias: take("linear.bias", &[EMBEDDING_DIM])?,
+        };
+        let transposed = |data: &[f32], rows: usize| -> Result<Array> {
+            let cols = data.len() / rows;
+            contiguous(&Array::from_slice(data, &[rows as i32, cols as i32]).t())
+        };
+        let layers = host
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LstmLayer {
+                    w_ih_t: transposed(&l.w_ih, 4 * HIDDEN)?,
+                    w_hh_t: transposed(&l.w_hh, 4 * HIDDEN)?,
+                    bias: Array::from_slice(&l.bias, &[4 * HIDDEN as i32]),
+                })
+            })
+            .collect::<Result<_>>()?;
         let encoder = VoiceEncoder {
             layers,
-            linear_t: contiguous(&linear.t())?,
-            linear_bias,
+            linear_t: transposed(&host.linear, EMBEDDING_DIM)?,
+            linear_bias: Array::from_slice(&host.linear_bias, &[EMBEDDING_DIM as i32]),
+            host,
             front: MelFrontEnd::new(),
         };
         encoder.eval_weights()?;
@@ -168,6 +187,14 @@ impl VoiceEncoder {
         }
         let mut out = Vec::with_capacity(mels.len() / per_window);
         for chunk in mels.chunks(MAX_BATCH * per_window) {
+            if steno_whisper::cpu::available() {
+                let flat = lstm::embed(&self.host, chunk, WINDOW_FRAMES);
+                out.extend(
+                    flat.chunks_exact(EMBEDDING_DIM)
+                        .map(|e| Embedding(e.to_vec())),
+                );
+                continue;
+            }
             let batch = chunk.len() / per_window;
             let input =
                 Array::from_slice(chunk, &[batch as i32, WINDOW_FRAMES as i32, N_MELS as i32]);
@@ -244,11 +271,6 @@ pub fn utterance_windows(n_samples: usize) -> Vec<usize> {
         starts.pop();
     }
     starts
-}
-
-fn array(t: &Tensor) -> Array {
-    let shape: Vec<i32> = t.shape.iter().map(|&d| d as i32).collect();
-    Array::from_slice(&t.data, &shape)
 }
 
 /// A transposed view made row-major once at load, so that each step's product reads

@@ -41,6 +41,7 @@ mod cluster;
 mod diarize;
 mod encoder;
 mod error;
+mod lstm;
 pub mod mel;
 pub mod torch_pickle;
 

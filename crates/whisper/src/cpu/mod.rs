@@ -46,8 +46,8 @@ pub(crate) fn runs(x: &mlx_rs::Array) -> bool {
 
 /// Runs `f(first_row, rows)` over consecutive chunks of the `row_len`-wide rows of
 /// `out`, one chunk per core ([`crate::runtime::cpu_threads`]); the calling thread
-/// takes the last chunk.
-pub(crate) fn split_rows(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+/// takes the last chunk. (Also the voice encoder's, in steno-speaker.)
+pub fn split_rows(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     let rows = out.len() / row_len;
     let threads = crate::runtime::cpu_threads().clamp(1, rows.max(1));
     let per_thread = rows.div_ceil(threads);

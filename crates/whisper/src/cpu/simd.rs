@@ -65,6 +65,39 @@ pub fn exp2_row(row: &mut [f32]) -> f32 {
     })
 }
 
+/// The logistic function `1 / (1 + e^−x)` of one value.
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp2(-x * std::f32::consts::LOG2_E))
+}
+
+/// Each value `x` of `values` becomes `sigmoid(x)`.
+pub fn sigmoid_in_place(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::available() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { avx2::sigmoid_in_place(values, 1.0) };
+    }
+    for v in values {
+        *v = sigmoid(*v);
+    }
+}
+
+/// Each value `x` of `values` becomes `tanh(x) = 2·sigmoid(2x) − 1`.
+pub fn tanh_in_place(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::available() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        unsafe { avx2::sigmoid_in_place(values, 2.0) };
+    } else {
+        for v in values.iter_mut() {
+            *v = sigmoid(2.0 * *v);
+        }
+    }
+    for v in values {
+        *v = 2.0 * *v - 1.0;
+    }
+}
+
 /// `out[i] = gelu(x[i])`.
 pub fn gelu_into(x: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -133,6 +166,24 @@ mod avx2 {
             *v = exp2(*v - max);
             sum + *v
         })
+    }
+
+    /// `sigmoid(scale · x)` for every value.
+    #[target_feature(enable = "avx2,fma")]
+    pub fn sigmoid_in_place(values: &mut [f32], scale: f32) {
+        let k = _mm256_set1_ps(-scale * std::f32::consts::LOG2_E);
+        let one = _mm256_set1_ps(1.0);
+        let mut chunks = values.chunks_exact_mut(8);
+        for chunk in &mut chunks {
+            // SAFETY: the chunk holds 8 floats.
+            let x = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+            let s = _mm256_div_ps(one, _mm256_add_ps(one, exp2_x8(_mm256_mul_ps(x, k))));
+            // SAFETY: as above.
+            unsafe { _mm256_storeu_ps(chunk.as_mut_ptr(), s) };
+        }
+        for v in chunks.into_remainder() {
+            *v = sigmoid(scale * *v);
+        }
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -225,6 +276,25 @@ mod tests {
         assert!((sum - want).abs() <= 1e-5 * want);
         for (a, b) in vector.iter().zip(&scalar) {
             assert!((a - b).abs() <= 4e-7 * b.max(1e-30), "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn sigmoid_and_tanh_match_the_library() {
+        let x: Vec<f32> = (-3001..3001).map(|i| i as f32 * 0.0097).collect();
+        let (mut s, mut t) = (x.clone(), x.clone());
+        sigmoid_in_place(&mut s);
+        tanh_in_place(&mut t);
+        for ((&v, &s), &t) in x.iter().zip(&s).zip(&t) {
+            let want = 1.0 / (1.0 + (-v as f64).exp());
+            assert!(
+                (s as f64 - want).abs() < 2e-7,
+                "sigmoid({v}) = {s}, want {want}"
+            );
+            assert!(
+                (t as f64 - (v as f64).tanh()).abs() < 5e-7,
+                "tanh({v}) = {t}"
+            );
         }
     }
 
