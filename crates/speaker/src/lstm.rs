@@ -8,7 +8,7 @@
 //! crate's products, and the gates use steno-whisper's vectorised sigmoid and tanh.
 //! Same arithmetic as [`crate::encoder`]'s MLX graph, in the same order of operations.
 
-use steno_whisper::cpu::{simd, split_rows};
+use steno_whisper::cpu::{product, simd, split_rows, Strided};
 
 use crate::encoder::{EMBEDDING_DIM, HIDDEN};
 use crate::mel::N_MELS;
@@ -138,26 +138,17 @@ fn matmul_t(
     // SAFETY: the three matrices lie inside their slices (checked above); `dst` is an
     // exclusive borrow.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
+        product(
+            (m, n, k),
+            Strided::rows(dst.as_mut_ptr(), n),
+            Strided::rows(lhs.as_ptr(), k),
+            Strided {
+                ptr: w.as_ptr(),
+                row_stride: 1,
+                col_stride: k,
+            },
+            1.0,
             accumulate,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
         )
     }
 }

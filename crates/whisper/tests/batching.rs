@@ -1,12 +1,10 @@
 //! Greedy decoding gives identical tokens whether windows are decoded one at a time
 //! or batched together (rows joining and leaving a shared decoder batch).
 
-use steno_e2e::assets;
-use steno_whisper::{LoadOptions, TranscribeOptions, Whisper};
+mod common;
 
-fn tokens(t: &steno_whisper::Transcript) -> Vec<Vec<u32>> {
-    t.segments.iter().map(|s| s.tokens.clone()).collect()
-}
+use steno_e2e::assets;
+use steno_whisper::{LoadOptions, Whisper};
 
 #[test]
 fn batched_and_unbatched_greedy_decoding_agree() {
@@ -21,33 +19,9 @@ fn batched_and_unbatched_greedy_decoding_agree() {
         .into_iter()
         .step_by(61)
         .take(9)
-        .map(|c| {
-            let bytes = std::fs::read(&c.path).unwrap();
-            steno_audio::decode(&bytes, None, &steno_audio::Limits::default())
-                .unwrap()
-                .samples
-        })
+        .map(|c| assets::samples(&c.path))
         .collect();
-    let options = TranscribeOptions {
-        temperatures: vec![0.0],
-        language: Some("en".into()),
-        ..TranscribeOptions::default()
-    };
-    let inputs: Vec<(&[f32], TranscribeOptions)> = clips
-        .iter()
-        .map(|c| (c.as_slice(), options.clone()))
-        .collect();
-    let one_by_one: Vec<_> = whisper.transcribe_many(&inputs, 1);
-    let batched: Vec<_> = whisper.transcribe_many(&inputs, 4);
-    for (i, (a, b)) in one_by_one.iter().zip(&batched).enumerate() {
-        let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
-        assert!(!a.text.trim().is_empty(), "clip {i} transcribed to nothing");
-        assert_eq!(
-            tokens(a),
-            tokens(b),
-            "clip {i}: {:?} vs {:?}",
-            a.text,
-            b.text
-        );
-    }
+    let one_by_one = common::transcribe(&whisper, &clips, 1);
+    let batched = common::transcribe(&whisper, &clips, 4);
+    common::assert_same_tokens(&one_by_one, &batched);
 }

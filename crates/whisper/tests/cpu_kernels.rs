@@ -1,15 +1,11 @@
 //! The CPU encoder kernels (steno_whisper::cpu) against MLX's own ops on real speech:
 //! the same audio features to within float rounding, and the same tokens.
 
-use steno_e2e::assets;
-use steno_whisper::{cpu, LoadOptions, TranscribeOptions, Whisper};
+mod common;
 
-fn samples(path: &std::path::Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap();
-    steno_audio::decode(&bytes, None, &steno_audio::Limits::default())
-        .unwrap()
-        .samples
-}
+use steno_e2e::assets;
+use steno_e2e::assets::samples;
+use steno_whisper::{cpu, LoadOptions, Whisper};
 
 /// Runs `f` with the kernels on, then off; turns them back on.
 fn both<T>(f: impl Fn() -> T) -> (T, T) {
@@ -59,28 +55,6 @@ fn kernels_and_mlx_ops_encode_and_transcribe_alike() {
                 .map(|c| samples(&c.path)),
         )
         .collect();
-    let options = TranscribeOptions {
-        temperatures: vec![0.0],
-        language: Some("en".into()),
-        ..TranscribeOptions::default()
-    };
-    let inputs: Vec<(&[f32], TranscribeOptions)> = clips
-        .iter()
-        .map(|c| (c.as_slice(), options.clone()))
-        .collect();
-    let (on, off) = both(|| whisper.transcribe_many(&inputs, 8));
-    for (i, (a, b)) in on.iter().zip(&off).enumerate() {
-        let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
-        assert!(!a.text.trim().is_empty(), "clip {i} transcribed to nothing");
-        let tokens = |t: &steno_whisper::Transcript| -> Vec<Vec<u32>> {
-            t.segments.iter().map(|s| s.tokens.clone()).collect()
-        };
-        assert_eq!(
-            tokens(a),
-            tokens(b),
-            "clip {i}: {:?} vs {:?}",
-            a.text,
-            b.text
-        );
-    }
+    let (on, off) = both(|| common::transcribe(&whisper, &clips, 8));
+    common::assert_same_tokens(&on, &off);
 }

@@ -6,7 +6,7 @@
 //! The `[heads, t, t]` score matrices never reach memory, and the rows are split over
 //! the cores. log2(e) folds into the score GEMM's scale, so `2^x` replaces `e^x`.
 
-use super::split_rows;
+use super::{product, split_rows, Strided};
 
 /// Query rows per block: a block's scores (64 × 1500 f32, 375 KiB) stay in L2.
 const BLOCK_ROWS: usize = 64;
@@ -100,26 +100,17 @@ impl Block<'_> {
         // strides; `scores` and `out` are exclusive borrows that alias nothing.
         unsafe {
             // scores[r, j] = (q[r] · k[j]) · scale · log2(e)
-            gemm::gemm(
-                self.rows,
-                time,
-                head_dim,
-                scores.as_mut_ptr(),
-                1,
-                time as isize,
-                false,
-                self.q.as_ptr().add(column),
-                1,
-                state as isize,
-                keys.as_ptr(),
-                state as isize,
-                1,
-                0.0,
+            product(
+                (self.rows, time, head_dim),
+                Strided::rows(scores.as_mut_ptr(), time),
+                Strided::rows(self.q.as_ptr().add(column), state),
+                Strided {
+                    ptr: keys.as_ptr(),
+                    row_stride: 1,
+                    col_stride: state,
+                },
                 self.scale * std::f32::consts::LOG2_E,
                 false,
-                false,
-                false,
-                gemm::Parallelism::None,
             );
         }
         for (r, row) in scores.chunks_exact_mut(time).enumerate() {
@@ -128,26 +119,13 @@ impl Block<'_> {
         // SAFETY: as above.
         unsafe {
             // out[r, column..column + head_dim] = scores[r] · v
-            gemm::gemm(
-                self.rows,
-                head_dim,
-                time,
-                out.as_mut_ptr().add(column),
-                1,
-                state as isize,
-                false,
-                scores.as_ptr(),
-                1,
-                time as isize,
-                values.as_ptr(),
-                1,
-                state as isize,
-                0.0,
+            product(
+                (self.rows, head_dim, time),
+                Strided::rows(out.as_mut_ptr().add(column), state),
+                Strided::rows(scores.as_ptr(), time),
+                Strided::rows(values.as_ptr(), state),
                 1.0,
                 false,
-                false,
-                false,
-                gemm::Parallelism::None,
             );
         }
         for (r, &inverse) in inverse_sums[..self.rows].iter().enumerate() {
@@ -200,16 +178,12 @@ pub fn single_query(
             // SAFETY: k holds n rows of head_dim floats, q one row; scores holds n.
             unsafe {
                 product(
-                    n,
-                    1,
-                    head_dim,
-                    k.as_ptr(),
-                    head_dim,
-                    1,
-                    q.as_ptr(),
-                    scores.as_mut_ptr(),
-                    1,
+                    (n, 1, head_dim),
+                    Strided::rows(scores.as_mut_ptr(), 1),
+                    Strided::rows(k.as_ptr(), head_dim),
+                    Strided::rows(q.as_ptr(), 1),
                     scale * std::f32::consts::LOG2_E,
+                    false,
                 )
             };
             if let Some(mask) = mask {
@@ -222,65 +196,17 @@ pub fn single_query(
             // SAFETY: scores is one row of n, v holds n rows of head_dim, o holds head_dim.
             unsafe {
                 product(
-                    1,
-                    head_dim,
-                    n,
-                    scores.as_ptr(),
-                    n,
-                    1,
-                    v.as_ptr(),
-                    o.as_mut_ptr(),
-                    head_dim,
+                    (1, head_dim, n),
+                    Strided::rows(o.as_mut_ptr(), head_dim),
+                    Strided::rows(scores.as_ptr(), n),
+                    Strided::rows(v.as_ptr(), head_dim),
                     inverse,
+                    false,
                 )
             };
         }
     });
     out
-}
-
-/// `dst[m × n] = scale · lhs[m × k] · rhs[k × n]`: `lhs` with the given row and column
-/// strides, `rhs` row-major, `dst` rows `dst_rs` apart.
-///
-/// # Safety
-/// Every element addressed by the shapes and strides must lie inside its allocation.
-#[allow(clippy::too_many_arguments)]
-unsafe fn product(
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: *const f32,
-    lhs_rs: usize,
-    lhs_cs: usize,
-    rhs: *const f32,
-    dst: *mut f32,
-    dst_rs: usize,
-    scale: f32,
-) {
-    // SAFETY: the caller's.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            false,
-            lhs,
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs,
-            1,
-            n as isize,
-            0.0,
-            scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! most of a decoder step. Read in place by the `gemm` crate, it is bound by memory
 //! bandwidth instead (~4 ms at one row on this 2-core machine).
 
+use super::Strided;
+
 /// `[rows, vocab]` logits of `hidden` `[rows, state]` against `embedding` `[vocab, state]`.
 pub fn logits(embedding: &[f32], hidden: &[f32], state: usize) -> Vec<f32> {
     let (vocab, rows) = (embedding.len() / state, hidden.len() / state);
@@ -24,26 +26,21 @@ pub fn logits(embedding: &[f32], hidden: &[f32], state: usize) -> Vec<f32> {
                 // the destination `out[r·vocab + from..r·vocab + to]` for r < rows lies
                 // inside `out` (alive until the scope ends), written by this thread only.
                 unsafe {
-                    gemm::gemm(
-                        to - from,
-                        rows,
-                        state,
-                        (out_at as *mut f32).add(from),
-                        vocab as isize,
-                        1,
-                        false,
-                        embedding.as_ptr().add(from * state),
-                        1,
-                        state as isize,
-                        hidden.as_ptr(),
-                        state as isize,
-                        1,
-                        0.0,
+                    super::product(
+                        (to - from, rows, state),
+                        Strided {
+                            ptr: (out_at as *mut f32).add(from),
+                            row_stride: 1,
+                            col_stride: vocab,
+                        },
+                        Strided::rows(embedding.as_ptr().add(from * state), state),
+                        Strided {
+                            ptr: hidden.as_ptr(),
+                            row_stride: 1,
+                            col_stride: state,
+                        },
                         1.0,
                         false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
                     )
                 }
             };

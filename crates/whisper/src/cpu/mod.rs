@@ -64,6 +64,66 @@ pub fn split_rows(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32])
     });
 }
 
+/// An f32 matrix for [`product`]: element (i, j) at `ptr + i·row_stride + j·col_stride`.
+#[derive(Clone, Copy, Debug)]
+pub struct Strided<P> {
+    pub ptr: P,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<P> Strided<P> {
+    /// A row-major matrix whose rows are `row_stride` apart.
+    pub fn rows(ptr: P, row_stride: usize) -> Self {
+        Self {
+            ptr,
+            row_stride,
+            col_stride: 1,
+        }
+    }
+}
+
+/// `dst[m × n] = scale · lhs[m × k] · rhs[k × n]` (added to `dst` when `accumulate`), on
+/// the calling thread: the `gemm` crate's kernels, which pick AVX2/FMA at run time.
+///
+/// # Safety
+/// Every element the shapes and strides address lies inside its allocation, and `dst`
+/// overlaps neither input.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: Strided<*mut f32>,
+    lhs: Strided<*const f32>,
+    rhs: Strided<*const f32>,
+    scale: f32,
+    accumulate: bool,
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            dst.col_stride as isize,
+            dst.row_stride as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.ptr,
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 /// GELU of every value, the rows split over the cores.
 pub fn gelu(x: &[f32], row_len: usize) -> Vec<f32> {
     let mut out = vec![0.0; x.len()];
