@@ -534,7 +534,7 @@ impl Session {
             .saturating_sub(self.origin)
             .min(self.buffer.len());
         let to = end.saturating_sub(self.origin).min(self.buffer.len());
-        let samples = without_dead_air(&self.buffer[from..to]).to_vec();
+        let samples = self.buffer[from..to].to_vec();
         self.drop_before(end);
         out.send(event(
             "input_audio_buffer.committed",
@@ -606,7 +606,7 @@ impl Session {
             return;
         }
         let from = turn.start.saturating_sub(self.origin);
-        let samples = without_dead_air(&self.buffer[from..]).to_vec();
+        let samples = self.buffer[from..].to_vec();
         let item_id = turn.item_id.clone();
         let parts = self.request_parts(true);
         let request = parts.request(samples, &self.context.config);
@@ -697,20 +697,6 @@ impl Session {
             }
         }
     }
-}
-
-/// Below this a sample is digital silence (about -72 dBFS, under any microphone's noise).
-const DEAD_AIR: f32 = 1.0 / 4096.0;
-
-/// A turn's audio from its first sample that is not digital silence. The prefix padding
-/// of a turn that follows silence a client sent as zeros (between utterances, or a noise
-/// gate) would otherwise start the window with dead air, which Whisper was not trained
-/// on: tiny.en reads "has joined" after 300 ms of it as "Have joined", "o'clock" as
-/// "Oh, Clark". Room noise before speech is kept, as a file keeps it.
-fn without_dead_air(samples: &[f32]) -> &[f32] {
-    // All dead air stays as it is (a job of nothing would be refused, not answered "").
-    let first = samples.iter().position(|s| s.abs() >= DEAD_AIR);
-    &samples[first.unwrap_or(0)..]
 }
 
 fn delta_event(item_id: &str, delta: interim::Delta) -> Value {
@@ -849,18 +835,3 @@ fn unique() -> String {
     format!("{base:x}{:06x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dead_air_before_a_turn_is_dropped_and_room_noise_kept() {
-        let mut audio = vec![0.0; 4_800];
-        audio.extend([1e-5, -2e-4]);
-        audio.extend([0.01, 0.0, -0.02]);
-        assert_eq!(without_dead_air(&audio), &[0.01, 0.0, -0.02]);
-        assert_eq!(without_dead_air(&[0.0; 100]).len(), 100);
-        let noise = [0.001, -0.0005, 0.3];
-        assert_eq!(without_dead_air(&noise), &noise);
-    }
-}
