@@ -834,4 +834,3 @@ fn unique() -> String {
     });
     format!("{base:x}{:06x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
-
