@@ -547,9 +547,8 @@ fn speaker_reference(value: &str) -> Result<Upload, ApiError> {
     })
 }
 
-/// `min_speakers` / `max_speakers`: 1 to [`steno_speaker::MAX_SPEAKERS`].
-fn speaker_count(value: &str, param: &'static str) -> Result<usize, ApiError> {
-    let max = steno_speaker::MAX_SPEAKERS;
+/// A whole number from 1 to `max` for `param`, or its 400.
+fn count(value: &str, param: &'static str, max: usize) -> Result<usize, ApiError> {
     value
         .parse()
         .ok()
@@ -562,20 +561,15 @@ fn speaker_count(value: &str, param: &'static str) -> Result<usize, ApiError> {
         })
 }
 
+/// `min_speakers` / `max_speakers`: 1 to [`steno_speaker::MAX_SPEAKERS`].
+fn speaker_count(value: &str, param: &'static str) -> Result<usize, ApiError> {
+    count(value, param, steno_speaker::MAX_SPEAKERS)
+}
+
 /// `beam_size`: 1 (greedy) to [`steno_whisper::beam::MAX_CANDIDATES`]; each beam is a
 /// row of the worker's batch.
 fn beam_size(value: &str) -> Result<usize, ApiError> {
-    let max = steno_whisper::beam::MAX_CANDIDATES;
-    value
-        .parse()
-        .ok()
-        .filter(|n| (1..=max).contains(n))
-        .ok_or_else(|| {
-            ApiError::invalid(
-                format!("Invalid beam_size {:?}: expected 1 to {max}.", echo(value)),
-                Some("beam_size"),
-            )
-        })
+    count(value, "beam_size", steno_whisper::beam::MAX_CANDIDATES)
 }
 
 /// A keyword, trimmed; `None` for an empty one.

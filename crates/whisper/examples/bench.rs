@@ -37,7 +37,7 @@ use mlx_rs::{Array, Dtype};
 use steno_e2e::assets;
 use steno_whisper::beam::Search;
 use steno_whisper::config::ModelDims;
-use steno_whisper::decoding::{Batch, RowSpec, StepKind};
+use steno_whisper::decoding::{AudioFeatures, Batch, RowSpec, StepKind};
 use steno_whisper::model::{Weights, WhisperModel};
 use steno_whisper::tokenizer::Tokenizer;
 use steno_whisper::{LoadOptions, Mode, Task, TranscribeOptions, Whisper};
@@ -375,31 +375,7 @@ Encoder FLOPs per window: {:.1} GFLOP (convs, projections, attention, MLP).
 
     // Decoder steps: rows that never emit EOT, one token per row per step.
     let features = whisper.encode(&mel_windows[..1]).unwrap().remove(0);
-    let mut rules = whisper.row_rules(&TranscribeOptions::default()).unwrap();
-    rules.suppress_tokens.push(rules.specials.eot);
-    rules.timestamps = None;
-    rules.sample_len = 10_000;
-    rules.stop_degenerate = false;
-    let rules = std::sync::Arc::new(rules);
-    let sot = whisper
-        .tokenizer
-        .sot_sequence(Some("en"), Task::Transcribe)
-        .unwrap();
-    let specs = |rows: usize| -> Vec<RowSpec> {
-        (0..rows)
-            .map(|i| RowSpec {
-                id: i as u64,
-                initial_tokens: sot.clone(),
-                sot_index: 0,
-                temperature: 0.0,
-                seed: 0,
-                rules: rules.clone(),
-                features: features.clone(),
-                max_tokens: usize::MAX,
-                search: Search::Single,
-            })
-            .collect()
-    };
+    let specs = |rows: usize| endless_rows(&whisper, &features, rows);
     let _ = writeln!(
         report,
         "| decoder batch | ms / step | steps/s | tokens/s | windows/s ({tokens_per_window} tokens each, encoder included) | audio s / wall s |
@@ -817,6 +793,34 @@ fn main() {
     }
 }
 
+/// `rows` greedy rows on `features` that never emit EOT (no timestamps, no length or
+/// degeneracy stop): one token per row per step for as long as a bench steps them.
+fn endless_rows(whisper: &Whisper, features: &AudioFeatures, rows: usize) -> Vec<RowSpec> {
+    let mut rules = whisper.row_rules(&TranscribeOptions::default()).unwrap();
+    rules.suppress_tokens.push(rules.specials.eot);
+    rules.timestamps = None;
+    rules.sample_len = 10_000;
+    rules.stop_degenerate = false;
+    let rules = std::sync::Arc::new(rules);
+    let sot = whisper
+        .tokenizer
+        .sot_sequence(Some("en"), Task::Transcribe)
+        .unwrap();
+    (0..rows)
+        .map(|i| RowSpec {
+            id: i as u64,
+            initial_tokens: sot.clone(),
+            sot_index: 0,
+            temperature: 0.0,
+            seed: 0,
+            rules: rules.clone(),
+            features: features.clone(),
+            max_tokens: usize::MAX,
+            search: Search::Single,
+        })
+        .collect()
+}
+
 /// Decoder step time at each row count, the three [`StepKind`]s side by side: their
 /// batches step in turn (one step each, round after round), so each ratio is measured
 /// back to back. Rows never emit EOT; the first steps (the compiled step's traces) are
@@ -828,12 +832,6 @@ fn decoder_steps(whisper: &Whisper, rows: &[usize]) -> String {
     let mut window = mel.window(0, 3000);
     window.resize(3000 * dims.n_mels, 0.0);
     let features = whisper.encode(&[window]).unwrap().remove(0);
-    let mut rules = whisper.row_rules(&TranscribeOptions::default()).unwrap();
-    rules.suppress_tokens.push(rules.specials.eot);
-    rules.timestamps = None;
-    rules.sample_len = 10_000;
-    rules.stop_degenerate = false;
-    let rules = std::sync::Arc::new(rules);
     let kinds = [StepKind::Dynamic, StepKind::Static, StepKind::Compiled];
     let mut report = format!(
         "\nDecoder step ms ({} layers, state {}, {:?}; median of 40 steps)\n\n\
@@ -843,24 +841,7 @@ fn decoder_steps(whisper: &Whisper, rows: &[usize]) -> String {
     );
     let mut profiles = Vec::new();
     for &n in rows {
-        let specs = || -> Vec<RowSpec> {
-            (0..n)
-                .map(|i| RowSpec {
-                    id: i as u64,
-                    initial_tokens: whisper
-                        .tokenizer
-                        .sot_sequence(Some("en"), Task::Transcribe)
-                        .unwrap(),
-                    sot_index: 0,
-                    temperature: 0.0,
-                    seed: 0,
-                    rules: rules.clone(),
-                    features: features.clone(),
-                    max_tokens: usize::MAX,
-                    search: Search::Single,
-                })
-                .collect()
-        };
+        let specs = || endless_rows(whisper, &features, n);
         let mut batches: Vec<Batch> = kinds
             .iter()
             .map(|&kind| {

@@ -392,13 +392,8 @@ impl Attention {
     /// [`Attention::attend`].
     fn encoder_self(&self, x: &Array) -> Result<Array> {
         if !crate::cpu::runs(x) {
-            let k = stage("projections", self.key.forward(x)?)?;
-            let v = stage("projections", self.value.forward(x)?)?;
-            let (k, v) = (split_heads(&k, self.n_head)?, split_heads(&v, self.n_head)?);
-            return stage(
-                "attention + q, out projections",
-                self.attend(x, &k, &v, None)?,
-            );
+            let (k, v) = self.key_value(x)?;
+            return stage("attention + projections", self.attend(x, &k, &v, None)?);
         }
         let q = stage("projections", self.query.forward(x)?)?;
         let k = stage("projections", self.key.forward(x)?)?;

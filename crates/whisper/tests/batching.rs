@@ -4,15 +4,12 @@
 mod common;
 
 use steno_e2e::assets;
-use steno_whisper::{LoadOptions, Whisper};
 
 #[test]
 fn batched_and_unbatched_greedy_decoding_agree() {
-    let Some(model) = assets::try_model_dir(assets::TINY_EN) else {
-        eprintln!("skipping: tiny.en not installed (run `make setup`)");
+    let Some(whisper) = common::tiny_en() else {
         return;
     };
-    let whisper = Whisper::load(&model, &LoadOptions::default()).expect("load tiny.en");
     // Clips of different lengths from different sources, so rows finish at different
     // steps and later rows join a batch already in progress.
     let clips: Vec<Vec<f32>> = assets::english_clips()

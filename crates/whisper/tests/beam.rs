@@ -1,8 +1,10 @@
 //! Beam search and best-of with real tiny.en: the text is right, and a beam search's rows
 //! batched with other jobs' rows give the same text as the search decoded alone.
 
+mod common;
+
 use steno_e2e::{assets, wer};
-use steno_whisper::{LoadOptions, TranscribeOptions, Whisper};
+use steno_whisper::TranscribeOptions;
 
 fn options(beam_size: usize) -> TranscribeOptions {
     TranscribeOptions {
@@ -14,11 +16,9 @@ fn options(beam_size: usize) -> TranscribeOptions {
 
 #[test]
 fn beam_search_transcribes_english_and_batches_with_other_jobs() {
-    let Some(model) = assets::try_model_dir(assets::TINY_EN) else {
-        eprintln!("skipping: tiny.en not installed (run `make setup`)");
+    let Some(whisper) = common::tiny_en() else {
         return;
     };
-    let whisper = Whisper::load(&model, &LoadOptions::default()).expect("load tiny.en");
     // jfk and clips of different lengths and voices, so groups finish at different steps.
     let clips: Vec<assets::Clip> = std::iter::once(assets::jfk())
         .chain(assets::english_clips().into_iter().step_by(97).take(5))
@@ -67,11 +67,9 @@ fn beam_search_transcribes_english_and_batches_with_other_jobs() {
 
 #[test]
 fn best_of_ranks_sampled_candidates() {
-    let Some(model) = assets::try_model_dir(assets::TINY_EN) else {
-        eprintln!("skipping: tiny.en not installed (run `make setup`)");
+    let Some(whisper) = common::tiny_en() else {
         return;
     };
-    let whisper = Whisper::load(&model, &LoadOptions::default()).expect("load tiny.en");
     let jfk = assets::samples(&assets::jfk().path);
     // Sampled hot, only one temperature: the best of five is the likely text.
     let hot = |best_of| TranscribeOptions {

@@ -6,15 +6,12 @@ mod common;
 
 use steno_e2e::assets;
 use steno_whisper::decoding::set_compiled_step;
-use steno_whisper::{LoadOptions, Whisper};
 
 #[test]
 fn compiled_and_dynamic_steps_give_the_same_tokens() {
-    let Some(model) = assets::try_model_dir(assets::TINY_EN) else {
-        eprintln!("skipping: tiny.en not installed (run `make setup`)");
+    let Some(whisper) = common::tiny_en() else {
         return;
     };
-    let whisper = Whisper::load(&model, &LoadOptions::default()).expect("load tiny.en");
     // Clips of different lengths from different sources: rows finish at different
     // steps, later ones join a batch in progress, and 3 rows fill a bucket of 4.
     let clips: Vec<Vec<f32>> = assets::english_clips()

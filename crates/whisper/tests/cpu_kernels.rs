@@ -5,7 +5,7 @@ mod common;
 
 use steno_e2e::assets;
 use steno_e2e::assets::samples;
-use steno_whisper::{cpu, LoadOptions, Whisper};
+use steno_whisper::cpu;
 
 /// Runs `f` with the kernels on, then off; turns them back on.
 fn both<T>(f: impl Fn() -> T) -> (T, T) {
@@ -23,11 +23,9 @@ fn kernels_and_mlx_ops_encode_and_transcribe_alike() {
         eprintln!("skipping: this CPU has no AVX2/FMA, the kernels never run");
         return;
     }
-    let Some(model) = assets::try_model_dir(assets::TINY_EN) else {
-        eprintln!("skipping: tiny.en not installed (run `make setup`)");
+    let Some(whisper) = common::tiny_en() else {
         return;
     };
-    let whisper = Whisper::load(&model, &LoadOptions::default()).expect("load tiny.en");
     let jfk = samples(&assets::jfk().path);
     let n_mels = whisper.model.dims.n_mels as i32;
     let window = mlx_rs::Array::from_slice(&whisper.mel(&jfk).window(0, 3000), &[1, 3000, n_mels]);

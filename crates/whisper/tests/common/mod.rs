@@ -1,7 +1,20 @@
-//! What the token-identity tests share: a greedy English transcription of real clips,
-//! and the check that two runs of it gave the same tokens.
+//! What the model tests share: tiny.en loaded (or the test skipped), a greedy English
+//! transcription of real clips, and the check that two runs of it gave the same tokens.
+// Each test file includes this module and uses a part of it.
+#![allow(dead_code)]
 
-use steno_whisper::{TranscribeOptions, Transcript, Whisper, WhisperError};
+use steno_e2e::assets;
+use steno_whisper::{LoadOptions, TranscribeOptions, Transcript, Whisper, WhisperError};
+
+/// tiny.en, or `None` (the caller returns: a skipped test) where `make setup` has not
+/// installed it.
+pub fn tiny_en() -> Option<Whisper> {
+    let Some(model) = assets::try_model_dir(assets::TINY_EN) else {
+        eprintln!("skipping: tiny.en not installed (run `make setup`)");
+        return None;
+    };
+    Some(Whisper::load(&model, &LoadOptions::default()).expect("load tiny.en"))
+}
 
 /// Greedy decoding in English (no temperature fallback), as the identity tests compare.
 pub fn greedy_english() -> TranscribeOptions {
