@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU host, after unpack.sh: runs the measurements of deploy/gpu/RESULTS.md.
 #
-#   run.sh STEP...     STEP: info smoke wer server live model turbo clips peer steps beam (or all)
+#   run.sh STEP...     STEP: info smoke wer server live model turbo clips peer steps beam
+#                      encoder trace (or all)
 #
 # Reports (Markdown/logs, a few files per step) go to $OUT (default ./gpu-out); bulky
 # intermediates (16 kHz WAVs, converted weights, transcripts) to $STENO_WORK
@@ -120,11 +121,38 @@ peer() {
   (cd "$work/hf" && check whisper-bench --score hf-*.tsv) | tee "$out/hf-wer.txt"
 }
 
+encoder() {
+  step "encoder: turbo-shaped encoder at batch 8 and 32 for each GPU attention path, biases apart or inside the GEMM (#16)"
+  for attention in views contiguous evaluated; do
+    for addmm in 0 1; do
+      echo "STENO_GPU_ATTENTION=$attention STENO_GPU_ADDMM=$addmm"
+      STENO_GPU_ATTENTION=$attention STENO_GPU_ADDMM=$addmm STENO_BENCH_TURBO_STEPS=0 \
+        STENO_BENCH_TURBO_BATCHES=8,32 check whisper-bench --turbo-random 2>/dev/null |
+        grep -E "^\| (8|32) \|"
+    done
+  done | tee "$out/encoder-variants.md"
+}
+
+trace() {
+  step "trace: the kernels of two turbo encoder layers at batch 8, six calls (Nsight Compute), per GPU attention path"
+  local ncu
+  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  [ -n "$ncu" ] || { echo "no ncu"; return; }
+  for attention in ${TRACE_ATTENTION:-views evaluated}; do
+    STENO_GPU_ATTENTION=$attention STENO_BENCH_TURBO_LAYERS=2 STENO_BENCH_TURBO_STEPS=0 \
+      STENO_BENCH_TURBO_ROOFLINE=0 STENO_BENCH_TURBO_BATCHES=8 \
+      "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum \
+      --csv --page raw --print-units base whisper-bench --turbo-random >"$work/trace-$attention.csv" 2>"$work/trace.err"
+    echo "GPU attention: $attention" | tee -a "$out/trace.md"
+    check "$py" "$gpu/gpu/kernels.py" "$work/trace-$attention.csv" 20 | tee -a "$out/trace.md"
+  done
+}
+
 [ $# -gt 0 ] || set -- all
 for s in "$@"; do
   case "$s" in
     all) info; smoke; wer; server; live; model; turbo; clips; steps; beam; peer ;;
-    info | smoke | wer | server | live | model | turbo | clips | steps | beam | peer) "$s" ;;
+    info | smoke | wer | server | live | model | turbo | clips | steps | beam | peer | encoder | trace) "$s" ;;
     *) echo "unknown step $s"; exit 2 ;;
   esac
 done

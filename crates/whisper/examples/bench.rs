@@ -249,7 +249,8 @@ fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
 fn turbo_random(out: Option<String>) {
     let layers = env_list("STENO_BENCH_TURBO_LAYERS", &[32])[0];
     let batches = env_list("STENO_BENCH_TURBO_BATCHES", &[1, 2, 4, 8, 16, 32]);
-    let tokens_per_window = 64usize;
+    // STENO_BENCH_TURBO_STEPS=0 measures the encoder alone (a kernel trace's run).
+    let tokens_per_window = env_list("STENO_BENCH_TURBO_STEPS", &[64])[0];
     let dims = ModelDims {
         n_mels: 128,
         n_audio_ctx: 1500,
@@ -285,20 +286,30 @@ fn turbo_random(out: Option<String>) {
         report,
         "# large-v3-turbo dimensions, RANDOM weights (speed only: the text is meaningless)
 
-         {} mels, {} encoder layers, d={}, {} heads, {} decoder layers; dtype {dtype:?};          built in {load_s:.1} s; weights {:.0} MiB on the device
+         {} mels, {} encoder layers, d={}, {} heads, {} decoder layers; dtype {dtype:?}; GPU attention {:?}, addmm {};          built in {load_s:.1} s; weights {:.0} MiB on the device
 ",
         dims.n_mels,
         dims.n_audio_layer,
         dims.n_audio_state,
         dims.n_audio_head,
         dims.n_text_layer,
+        steno_whisper::model::gpu_experiment().attention,
+        steno_whisper::model::gpu_experiment().addmm,
         memory_after_load.active_bytes as f64 / 1048576.0
     );
 
     // The roofline: the device's best fp16 GEMM, measured now through MLX.
-    let peak = gemm_tflops(8192, 8192, 8192, dtype, 20);
+    // STENO_BENCH_TURBO_ROOFLINE=0 skips it (a kernel trace of the encoder alone).
+    let roofline = env_list("STENO_BENCH_TURBO_ROOFLINE", &[1])[0] != 0;
     let d = dims.n_audio_state as i32;
-    let mlp_shape = gemm_tflops(8 * 1500, d, 4 * d, dtype, 20);
+    let (peak, mlp_shape) = if roofline {
+        (
+            gemm_tflops(8192, 8192, 8192, dtype, 20),
+            gemm_tflops(8 * 1500, d, 4 * d, dtype, 20),
+        )
+    } else {
+        (f64::NAN, f64::NAN)
+    };
     let _ = writeln!(
         report,
         "| GEMM ({dtype:?}) | TFLOP/s |
@@ -374,6 +385,10 @@ Encoder FLOPs per window: {:.1} GFLOP (convs, projections, attention, MLP).
     eprint!("{report}");
 
     // Decoder steps: rows that never emit EOT, one token per row per step.
+    if tokens_per_window == 0 {
+        print!("{report}");
+        return;
+    }
     let features = whisper.encode(&mel_windows[..1]).unwrap().remove(0);
     let specs = |rows: usize| endless_rows(&whisper, &features, rows);
     let _ = writeln!(
@@ -423,6 +438,7 @@ MLX memory: active {:.0} MiB, peak {:.0} MiB, cache {:.0} MiB.",
 /// the report it writes; splitting it would scatter one table over several functions.
 fn turbo_ops() {
     let b = env_list("STENO_BENCH_OPS_BATCH", &[8])[0] as i32;
+    let layers = env_list("STENO_BENCH_OPS_LAYERS", &[32])[0];
     let (t, d, heads) = (1500i32, 1280i32, 20i32);
     let dtype = Dtype::Float16;
     let rand = |shape: &[i32]| random_array(shape, Some(0.5), dtype);
@@ -612,7 +628,7 @@ fn turbo_ops() {
     for attention in [true, false] {
         let run = || {
             let mut y = x.clone();
-            for _ in 0..32 {
+            for _ in 0..layers {
                 y = layer(&y, attention);
             }
             y
@@ -620,10 +636,10 @@ fn turbo_ops() {
         let s = time(&run);
         let _ = writeln!(
             report,
-            "| 32 layers composed as the encoder does{} | {:.3} ({:.3} per layer) | |",
+            "| {layers} layers composed as the encoder does{} | {:.3} ({:.3} per layer) | |",
             if attention { "" } else { ", attention skipped" },
             s * 1e3,
-            s * 1e3 / 32.0
+            s * 1e3 / layers as f64
         );
     }
     print!("{report}");

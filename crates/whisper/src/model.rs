@@ -186,21 +186,57 @@ impl Linear {
     }
 
     fn forward(&self, x: &Array) -> Result<Array> {
-        let y = match &self.weight {
-            LinearWeight::Dense(w) => x.matmul(w.t())?,
-            LinearWeight::Quantized {
-                weight,
-                scales,
-                biases,
-                group_size,
-                bits,
-            } => ops::quantized_matmul(x, weight, scales, biases, true, *group_size, *bits)?,
+        let y = match (&self.weight, &self.bias) {
+            (LinearWeight::Dense(w), Some(b)) if gpu_experiment().addmm && !on_cpu() => {
+                return Ok(ops::addmm(b, x, w.t(), None, None)?);
+            }
+            (LinearWeight::Dense(w), _) => x.matmul(w.t())?,
+            (
+                LinearWeight::Quantized {
+                    weight,
+                    scales,
+                    biases,
+                    group_size,
+                    bits,
+                },
+                _,
+            ) => ops::quantized_matmul(x, weight, scales, biases, true, *group_size, *bits)?,
         };
         Ok(match &self.bias {
             Some(b) => y.add(b)?,
             None => y,
         })
     }
+}
+
+/// GPU encoder variants measured on the H100 before one becomes the only path (issue 16):
+/// `STENO_GPU_ATTENTION` = `views` (sdpa on head views, today's), `contiguous` (the head
+/// views copied first), `evaluated` (q, k, v evaluated before sdpa, so MLX picks its kernel
+/// with their strides known); `STENO_GPU_ADDMM=1`: biases inside the GEMM (`addmm`).
+#[derive(Clone, Copy, Default)]
+pub struct GpuExperiment {
+    pub attention: GpuAttention,
+    pub addmm: bool,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Debug)]
+pub enum GpuAttention {
+    #[default]
+    Views,
+    Contiguous,
+    Evaluated,
+}
+
+pub fn gpu_experiment() -> GpuExperiment {
+    static EXPERIMENT: std::sync::OnceLock<GpuExperiment> = std::sync::OnceLock::new();
+    *EXPERIMENT.get_or_init(|| GpuExperiment {
+        attention: match std::env::var("STENO_GPU_ATTENTION").as_deref() {
+            Ok("contiguous") => GpuAttention::Contiguous,
+            Ok("evaluated") => GpuAttention::Evaluated,
+            _ => GpuAttention::Views,
+        },
+        addmm: std::env::var("STENO_GPU_ADDMM").as_deref() == Ok("1"),
+    })
 }
 
 pub struct LayerNorm {
@@ -375,6 +411,17 @@ impl Attention {
                 if POWER_OF_TWO_SOFTMAX && on_cpu() {
                     power_of_two_attention(&qkv[0], &qkv[1], &qkv[2], scale)
                 } else {
+                    let qkv = match gpu_experiment().attention {
+                        GpuAttention::Views => qkv.to_vec(),
+                        GpuAttention::Contiguous => qkv
+                            .iter()
+                            .map(|a| a.contiguous())
+                            .collect::<std::result::Result<Vec<_>, _>>()?,
+                        GpuAttention::Evaluated => {
+                            mlx_rs::transforms::eval(qkv)?;
+                            qkv.to_vec()
+                        }
+                    };
                     Ok(fast::scaled_dot_product_attention(
                         &qkv[0], &qkv[1], &qkv[2], scale, None, None,
                     )?)
