@@ -11,9 +11,10 @@ first B clips), audio seconds per wall second and peak CUDA memory; the transcri
 DIR/hf-B.tsv (`key<TAB>text`) for scoring with Steno's normaliser (`bench --score`).
 
 --static-compile: transformers' fastest documented Whisper configuration on top of that —
-a static KV cache (`generation_config.cache_implementation = "static"`) and the model's
-forward through `torch.compile(mode="reduce-overhead", fullgraph=True)` (CUDA graphs); the
-warm-up pass at each batch size pays the compilation. Files get the `hf-static` prefix.
+a static KV cache (`generation_config.cache_implementation = "static"`), with which
+generate() compiles the decoding forward (`CompileConfig(mode=--compile-mode)`, default
+"reduce-overhead": CUDA graphs); the warm-up pass at each batch size pays the compilation.
+Files get the `hf-static-MODE` prefix.
 """
 import argparse
 import json
@@ -42,8 +43,9 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--attn", default="sdpa")
     ap.add_argument("--static-compile", action="store_true")
+    ap.add_argument("--compile-mode", default="reduce-overhead")
     args = ap.parse_args()
-    prefix = "hf-static" if args.static_compile else "hf"
+    prefix = f"hf-static-{args.compile_mode}" if args.static_compile else "hf"
     os.makedirs(args.out, exist_ok=True)
 
     rows = [line.rstrip("\n").split("\t") for line in open(args.clips, encoding="utf-8") if line.strip()]
@@ -58,8 +60,11 @@ def main():
     ).to("cuda:0")
     model.eval()
     if args.static_compile:
+        # generate() compiles the decoding forward itself once the cache is static
+        # (transformers' CompileConfig); wrapping model.forward in torch.compile as well
+        # crashed in CUDA-graph trees on the cache's in-place update (torch 2.11).
         model.generation_config.cache_implementation = "static"
-        model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+        model.generation_config.compile_config = transformers.CompileConfig(mode=args.compile_mode)
     multilingual = model.config.vocab_size >= 51865
     generate_kwargs = {"language": "en", "task": "transcribe"} if multilingual else {}
     pipe = pipeline(
@@ -78,6 +83,7 @@ def main():
         "gpu": torch.cuda.get_device_name(0),
         "attn": args.attn,
         "static_compile": args.static_compile,
+        "compile_mode": args.compile_mode if args.static_compile else None,
         "clips": len(audio),
         "audio_seconds": seconds,
         "load_seconds": load,

@@ -16,8 +16,9 @@ def rows(path):
     header = next(r for r in reader if "Kernel Name" in r)
     name, duration = header.index("Kernel Name"), header.index("gpu__time_duration.sum")
     for r in reader:
-        if len(r) > duration and r[duration].replace(".", "", 1).isdigit():
-            yield r[name], float(r[duration])
+        value = r[duration].replace(",", "") if len(r) > duration else ""
+        if value.replace(".", "", 1).isdigit():
+            yield r[name], float(value)
 
 
 def main():

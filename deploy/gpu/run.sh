@@ -10,7 +10,7 @@
 # Knobs: CLIENTS (1,8,32,64), REQUESTS (128), BATCH_ROWS (64), BATCHES (1,8,32,64),
 # SESSIONS (1,32,64: live sessions per level), PY (python3: the one with torch and transformers),
 # STEP_ROWS (1,8,32,64: decoder rows of `steps`), BEAM_ROWS (32: max batch rows of `beam`),
-# PEER_CONFIGS ("default static": the transformers configurations `peer` runs).
+# PEER_CONFIGS ("default static static-default": the transformers configurations `peer` runs).
 set -uo pipefail
 gpu=${STENO_GPU:-/root/steno-gpu}
 # shellcheck disable=SC1091
@@ -111,9 +111,14 @@ peer() {
   [ -f "$work/wavs16/clips.tsv" ] || check whisper-bench --wavs16 "$work/wavs16"
   [ -f "$work/hf-base/model.safetensors" ] ||
     check "$py" "$gpu/peers/hf.py" "$models/base-ct2" "$work/hf-base" --dtype float16
-  # PEER_CONFIGS: default (the pipeline as is) and/or static (static cache + torch.compile).
-  for config in ${PEER_CONFIGS:-default static}; do
-    flag=(); [ "$config" = static ] && flag=(--static-compile)
+  # PEER_CONFIGS: default (the pipeline as is), static (static cache, generate() compiling
+  # with CUDA graphs) and/or static-default (the same compiled without CUDA graphs).
+  for config in ${PEER_CONFIGS:-default static static-default}; do
+    flag=()
+    case "$config" in
+      static) flag=(--static-compile) ;;
+      static-default) flag=(--static-compile --compile-mode default) ;;
+    esac
     check "$py" "$gpu/gpu/hf_peer.py" --model "$work/hf-base" --clips "$work/wavs16/clips.tsv" \
       --batch-sizes "$batches" --out "$work/hf" "${flag[@]}" 2>&1 | grep -vE "Warning|warn|^\s*$" | tail -15
   done
@@ -122,30 +127,20 @@ peer() {
 }
 
 encoder() {
-  step "encoder: turbo-shaped encoder at batch 8 and 32 for each GPU attention path, biases apart or inside the GEMM (#16)"
-  for attention in views contiguous evaluated; do
-    for addmm in 0 1; do
-      echo "STENO_GPU_ATTENTION=$attention STENO_GPU_ADDMM=$addmm"
-      STENO_GPU_ATTENTION=$attention STENO_GPU_ADDMM=$addmm STENO_BENCH_TURBO_STEPS=0 \
-        STENO_BENCH_TURBO_BATCHES=8,32 check whisper-bench --turbo-random 2>/dev/null |
-        grep -E "^\| (8|32) \|"
-    done
-  done | tee "$out/encoder-variants.md"
+  step "encoder: the turbo-shaped encoder alone at batch 8 and 32 (#16)"
+  STENO_BENCH_TURBO_STEPS=0 STENO_BENCH_TURBO_BATCHES=8,32 check whisper-bench --turbo-random 2>/dev/null |
+    grep -E "roofline|^\| (8|32) \|" | tee "$out/encoder.md"
 }
 
 trace() {
-  step "trace: the kernels of two turbo encoder layers at batch 8, six calls (Nsight Compute), per GPU attention path"
+  step "trace: the kernels of two turbo encoder layers at batch 8, six calls (Nsight Compute)"
   local ncu
   ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   [ -n "$ncu" ] || { echo "no ncu"; return; }
-  for attention in ${TRACE_ATTENTION:-views evaluated}; do
-    STENO_GPU_ATTENTION=$attention STENO_BENCH_TURBO_LAYERS=2 STENO_BENCH_TURBO_STEPS=0 \
-      STENO_BENCH_TURBO_ROOFLINE=0 STENO_BENCH_TURBO_BATCHES=8 \
-      "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum \
-      --csv --page raw --print-units base whisper-bench --turbo-random >"$work/trace-$attention.csv" 2>"$work/trace.err"
-    echo "GPU attention: $attention" | tee -a "$out/trace.md"
-    check "$py" "$gpu/gpu/kernels.py" "$work/trace-$attention.csv" 20 | tee -a "$out/trace.md"
-  done
+  STENO_BENCH_TURBO_LAYERS=2 STENO_BENCH_TURBO_STEPS=0 STENO_BENCH_TURBO_ROOFLINE=0 STENO_BENCH_TURBO_BATCHES=8 \
+    "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum \
+    --csv --page raw --print-units base whisper-bench --turbo-random >"$work/trace.csv" 2>"$work/trace.err"
+  check "$py" "$gpu/gpu/kernels.py" "$work/trace.csv" 20 | tee "$out/trace.md"
 }
 
 [ $# -gt 0 ] || set -- all

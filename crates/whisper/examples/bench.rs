@@ -286,15 +286,13 @@ fn turbo_random(out: Option<String>) {
         report,
         "# large-v3-turbo dimensions, RANDOM weights (speed only: the text is meaningless)
 
-         {} mels, {} encoder layers, d={}, {} heads, {} decoder layers; dtype {dtype:?}; GPU attention {:?}, addmm {};          built in {load_s:.1} s; weights {:.0} MiB on the device
+         {} mels, {} encoder layers, d={}, {} heads, {} decoder layers; dtype {dtype:?};          built in {load_s:.1} s; weights {:.0} MiB on the device
 ",
         dims.n_mels,
         dims.n_audio_layer,
         dims.n_audio_state,
         dims.n_audio_head,
         dims.n_text_layer,
-        steno_whisper::model::gpu_experiment().attention,
-        steno_whisper::model::gpu_experiment().addmm,
         memory_after_load.active_bytes as f64 / 1048576.0
     );
 

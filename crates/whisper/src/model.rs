@@ -187,7 +187,9 @@ impl Linear {
 
     fn forward(&self, x: &Array) -> Result<Array> {
         let y = match (&self.weight, &self.bias) {
-            (LinearWeight::Dense(w), Some(b)) if gpu_experiment().addmm && !on_cpu() => {
+            // On a GPU the bias joins the product's epilogue (one pass less): the
+            // turbo-shaped encoder 6-11 % faster on the H100 (deploy/gpu/RESULTS.md).
+            (LinearWeight::Dense(w), Some(b)) if !on_cpu() => {
                 return Ok(ops::addmm(b, x, w.t(), None, None)?);
             }
             (LinearWeight::Dense(w), _) => x.matmul(w.t())?,
@@ -207,36 +209,6 @@ impl Linear {
             None => y,
         })
     }
-}
-
-/// GPU encoder variants measured on the H100 before one becomes the only path (issue 16):
-/// `STENO_GPU_ATTENTION` = `views` (sdpa on head views, today's), `contiguous` (the head
-/// views copied first), `evaluated` (q, k, v evaluated before sdpa, so MLX picks its kernel
-/// with their strides known); `STENO_GPU_ADDMM=1`: biases inside the GEMM (`addmm`).
-#[derive(Clone, Copy, Default)]
-pub struct GpuExperiment {
-    pub attention: GpuAttention,
-    pub addmm: bool,
-}
-
-#[derive(Clone, Copy, Default, PartialEq, Debug)]
-pub enum GpuAttention {
-    #[default]
-    Views,
-    Contiguous,
-    Evaluated,
-}
-
-pub fn gpu_experiment() -> GpuExperiment {
-    static EXPERIMENT: std::sync::OnceLock<GpuExperiment> = std::sync::OnceLock::new();
-    *EXPERIMENT.get_or_init(|| GpuExperiment {
-        attention: match std::env::var("STENO_GPU_ATTENTION").as_deref() {
-            Ok("contiguous") => GpuAttention::Contiguous,
-            Ok("evaluated") => GpuAttention::Evaluated,
-            _ => GpuAttention::Views,
-        },
-        addmm: std::env::var("STENO_GPU_ADDMM").as_deref() == Ok("1"),
-    })
 }
 
 pub struct LayerNorm {
@@ -411,17 +383,6 @@ impl Attention {
                 if POWER_OF_TWO_SOFTMAX && on_cpu() {
                     power_of_two_attention(&qkv[0], &qkv[1], &qkv[2], scale)
                 } else {
-                    let qkv = match gpu_experiment().attention {
-                        GpuAttention::Views => qkv.to_vec(),
-                        GpuAttention::Contiguous => qkv
-                            .iter()
-                            .map(|a| a.contiguous())
-                            .collect::<std::result::Result<Vec<_>, _>>()?,
-                        GpuAttention::Evaluated => {
-                            mlx_rs::transforms::eval(qkv)?;
-                            qkv.to_vec()
-                        }
-                    };
                     Ok(fast::scaled_dot_product_attention(
                         &qkv[0], &qkv[1], &qkv[2], scale, None, None,
                     )?)
@@ -546,7 +507,35 @@ fn gelu(x: &Array) -> Result<Array> {
         let out = crate::cpu::gelu(x.as_slice(), shape[shape.len() - 1] as usize);
         return Ok(Array::from_slice(&out, shape));
     }
-    in_lanes(&[x], |x| Ok(mlx_rs::nn::gelu(&x[0])?))
+    in_lanes(&[x], |x| mlx_gelu(&x[0]))
+}
+
+/// MLX's erf GELU in `x`'s dtype, computed in f32 inside one compiled kernel. mlx-rs's
+/// `nn::gelu` multiplies by f32 arrays, which promotes f16 activations to f32: on a GPU
+/// everything after the first GELU then ran in f32 (TF32 GEMMs, f16 weights cast at every
+/// product, sdpa's fused kernels refused since they take f16 or bf16 only).
+fn mlx_gelu(x: &Array) -> Result<Array> {
+    use mlx_rs::transforms::compile::compile;
+    Ok(match x.dtype() {
+        Dtype::Float16 => compile(gelu_f16, true)(x)?,
+        Dtype::Bfloat16 => compile(gelu_bf16, true)(x)?,
+        _ => mlx_rs::nn::gelu(x)?,
+    })
+}
+
+fn gelu_f16(x: &Array) -> std::result::Result<Array, mlx_rs::error::Exception> {
+    erf_gelu_f32(&x.as_dtype(Dtype::Float32)?)?.as_dtype(Dtype::Float16)
+}
+
+fn gelu_bf16(x: &Array) -> std::result::Result<Array, mlx_rs::error::Exception> {
+    erf_gelu_f32(&x.as_dtype(Dtype::Float32)?)?.as_dtype(Dtype::Bfloat16)
+}
+
+/// `x · (1 + erf(x / √2)) / 2` on an f32 array.
+fn erf_gelu_f32(x: &Array) -> std::result::Result<Array, mlx_rs::error::Exception> {
+    let erf = ops::erf(&x.multiply(Array::from_f32(std::f32::consts::FRAC_1_SQRT_2))?)?;
+    x.multiply(erf.add(Array::from_f32(1.0))?)?
+        .multiply(Array::from_f32(0.5))
 }
 
 struct EncoderBlock {
@@ -854,11 +843,11 @@ impl TextDecoder {
     }
 }
 
-/// The decoder's MLP residual, all MLX ops (MLX's GELU): a decoder step's few rows
+/// The decoder's MLP residual, all MLX ops ([`mlx_gelu`]): a decoder step's few rows
 /// gain nothing from the encoder's host kernels, and [`CompiledStep`] can only trace
 /// MLX ops (no evaluation inside).
 fn decoder_mlp(mlp: &Mlp, x: &Array) -> Result<Array> {
-    let h = mlx_rs::nn::gelu(&mlp.fc1.forward(&mlp.ln.forward(x)?)?)?;
+    let h = mlx_gelu(&mlp.fc1.forward(&mlp.ln.forward(x)?)?)?;
     Ok(x.add(mlp.fc2.forward(&h)?)?)
 }
 
@@ -985,6 +974,18 @@ mod tests {
         let a = mlx_rs::random::normal::<f32>(shape, None, None, None).unwrap();
         a.eval().unwrap();
         a
+    }
+
+    #[test]
+    fn half_precision_gelu_keeps_its_dtype() {
+        let x = random(&[4, 96]);
+        let reference = mlx_rs::nn::gelu(&x).unwrap();
+        for dtype in [Dtype::Float16, Dtype::Bfloat16] {
+            let y = mlx_gelu(&x.as_dtype(dtype).unwrap()).unwrap();
+            assert_eq!(y.dtype(), dtype);
+            let y = y.as_dtype(Dtype::Float32).unwrap();
+            assert!(max_difference(&y, &reference) < 0.02, "{dtype:?}");
+        }
     }
 
     fn max_difference(a: &Array, b: &Array) -> f32 {
