@@ -21,6 +21,7 @@ use mlx_rs::ops::{
 use mlx_rs::{Array, Dtype};
 
 use crate::beam::{self, BeamGroup, Candidate, Search};
+use crate::cpu::simd::{argmax, logsumexp, max};
 use crate::error::{Result, WhisperError};
 use crate::model::{drop_cache_prefix, CompiledStep, LayerCache, TextDecoder, WhisperModel};
 
@@ -492,13 +493,23 @@ impl Batch {
             }
         }
         let logits_of = |i: usize| &logits[(i - first) * vocab..(i - first + 1) * vocab];
-        let mut outcomes = Vec::new();
-        for unit in units {
-            let id = unit[0].1.id;
-            let advanced = match self.groups.remove(&id) {
+        let work: Vec<_> = units
+            .into_iter()
+            .map(|unit| {
+                let id = unit[0].1.id;
+                (id, unit, self.groups.remove(&id))
+            })
+            .collect();
+        // Each unit reads only its own rows' logits: they choose over the cores.
+        let advanced = crate::cpu::map_split(work, |(id, unit, group)| {
+            let advanced = match group {
                 None => advance_single(unit, &logits_of),
                 Some(group) => group.advance(unit, &logits_of),
             };
+            (id, advanced)
+        });
+        let mut outcomes = Vec::new();
+        for (id, advanced) in advanced {
             next.extend(advanced.rows);
             outcomes.extend(advanced.outcome);
             if let Some(group) = advanced.group {
@@ -968,30 +979,21 @@ fn host_logits(logits: &Array) -> Result<Vec<f32>> {
 }
 
 fn softmax_at(logits: &[f32], index: usize) -> f32 {
-    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let max = max(logits);
     let total: f32 = logits.iter().map(|l| (l - max).exp()).sum();
     (logits[index] - max).exp() / total
 }
 
 fn log_softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let log_total = logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln() + max;
+    let log_total = logsumexp(logits);
     logits.iter().map(|l| l - log_total).collect()
-}
-
-fn logsumexp(values: &[f32]) -> f32 {
-    let max = values.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return max;
-    }
-    values.iter().map(|v| (v - max).exp()).sum::<f32>().ln() + max
 }
 
 /// Applies the row's logit rules, samples the next token and updates the row.
 fn advance(row: &mut ActiveRow, logits: &mut [f32]) {
     apply_rules(&row.rules, row.sampled(), logits);
     let token = sample(logits, row.temperature, &mut row.rng);
-    let logprob = log_softmax(logits)[token as usize];
+    let logprob = logits[token as usize] - logsumexp(logits);
     push_token(row, token, logprob);
 }
 
@@ -1102,25 +1104,17 @@ fn apply_openai_rules(rules: &RowRules, sampled: &[u32], logits: &mut [f32]) {
             }
         }
     }
-    let logprobs = log_softmax(logits);
-    let timestamp_logprob = logsumexp(&logprobs[begin..]);
-    let max_text = logprobs[..begin].iter().cloned().fold(neg, f32::max);
-    if timestamp_logprob > max_text {
+    // OpenAI compares log-probabilities; both sides share the log-softmax's normaliser.
+    if logsumexp(&logits[begin..]) > max(&logits[..begin]) {
         logits[..begin].fill(neg);
     }
 }
 
 fn sample(logits: &[f32], temperature: f32, rng: &mut Rng) -> u32 {
     if temperature <= 0.0 {
-        let mut best = 0;
-        for (i, &l) in logits.iter().enumerate() {
-            if l > logits[best] {
-                best = i;
-            }
-        }
-        return best as u32;
+        return argmax(logits) as u32;
     }
-    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let max = max(logits);
     let weights: Vec<f64> = logits
         .iter()
         .map(|&l| (((l - max) / temperature) as f64).exp())

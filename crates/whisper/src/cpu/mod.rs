@@ -7,7 +7,9 @@
 //! the MLP's matrix products and everything else. The decoder's vocabulary logits are
 //! computed here too ([`logits`]), where MLX's BLAS call repacks the whole embedding every
 //! step. Used only where [`available`]: an x86-64 CPU with AVX2 and FMA, MLX on the CPU,
-//! f32 arrays.
+//! f32 arrays. A step's host side (each row's log-softmax normaliser and greedy token,
+//! [`simd::logsumexp`], [`simd::argmax`], rows over the cores with [`map_split`]) runs on
+//! every device.
 
 pub mod attention;
 pub mod logits;
@@ -62,6 +64,41 @@ pub fn split_rows(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32])
             }
         }
     });
+}
+
+/// `items` mapped by `f`, in order, over consecutive chunks, one per core
+/// ([`crate::runtime::cpu_threads`]); the calling thread takes the last chunk. (A
+/// decoder step's rows choosing their next tokens.)
+pub fn map_split<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = crate::runtime::cpu_threads().clamp(1, items.len().max(1));
+    if threads == 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let per_thread = items.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<T>> = Vec::with_capacity(threads);
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        chunks.push(items.by_ref().take(per_thread).collect());
+    }
+    let last = chunks.pop().unwrap_or_default();
+    std::thread::scope(|scope| {
+        let f = &f;
+        let spawned: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let tail: Vec<R> = last.into_iter().map(f).collect();
+        let mut out = Vec::new();
+        for handle in spawned {
+            out.extend(
+                handle
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            );
+        }
+        out.extend(tail);
+        out
+    })
 }
 
 /// An f32 matrix for [`product`]: element (i, j) at `ptr + i·row_stride + j·col_stride`.

@@ -51,7 +51,7 @@ pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf.copysign(x))
 }
 
-/// Replaces each value of `row` by `2^(value − max)` and returns `(max, sum)`.
+/// Replaces each value of `row` by `2^(value − max)` and returns their sum.
 pub fn exp2_row(row: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if super::available() {
@@ -63,6 +63,41 @@ pub fn exp2_row(row: &mut [f32]) -> f32 {
         *v = exp2(*v - max);
         sum + *v
     })
+}
+
+/// The largest value (−∞ for none), eight lanes at a time.
+pub fn max(values: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if super::available() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { avx2::max(values) };
+    }
+    values.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// The index of the first largest value (0 for none): a decoder row's greedy token.
+pub fn argmax(values: &[f32]) -> usize {
+    let top = max(values);
+    values.iter().position(|&v| v == top).unwrap_or(0)
+}
+
+/// `ln Σ e^v`: a decoder row's log-softmax normaliser over the vocabulary, which the
+/// scalar `exp` made most of a step's host time (~1 ms a row of 51865 logits).
+pub fn logsumexp(values: &[f32]) -> f32 {
+    let top = max(values);
+    if top == f32::NEG_INFINITY {
+        return top;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::available() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return top + unsafe { avx2::exp_sum(values, top) }.ln();
+    }
+    let sum: f32 = values
+        .iter()
+        .map(|&v| exp2((v - top) * std::f32::consts::LOG2_E))
+        .sum();
+    top + sum.ln()
 }
 
 /// The logistic function `1 / (1 + e^−x)` of one value.
@@ -145,14 +180,39 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub fn exp2_row(row: &mut [f32]) -> f32 {
-        let (body, tail) = row.split_at_mut(row.len() / 8 * 8);
+    pub fn max(values: &[f32]) -> f32 {
+        let (body, tail) = values.split_at(values.len() / 8 * 8);
         let mut max8 = _mm256_set1_ps(f32::NEG_INFINITY);
         for chunk in body.chunks_exact(8) {
             // SAFETY: the chunk holds 8 floats.
             max8 = _mm256_max_ps(max8, unsafe { _mm256_loadu_ps(chunk.as_ptr()) });
         }
-        let max = tail.iter().copied().fold(max_of(max8), f32::max);
+        tail.iter().copied().fold(max_of(max8), f32::max)
+    }
+
+    /// `Σ e^(v − max)` as `2^((v − max)·log2 e)`.
+    #[target_feature(enable = "avx2,fma")]
+    pub fn exp_sum(values: &[f32], max: f32) -> f32 {
+        let (body, tail) = values.split_at(values.len() / 8 * 8);
+        let (max8, log2e) = (
+            _mm256_set1_ps(max),
+            _mm256_set1_ps(std::f32::consts::LOG2_E),
+        );
+        let mut sum8 = _mm256_setzero_ps();
+        for chunk in body.chunks_exact(8) {
+            // SAFETY: the chunk holds 8 floats.
+            let x = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+            sum8 = _mm256_add_ps(sum8, exp2_x8(_mm256_mul_ps(_mm256_sub_ps(x, max8), log2e)));
+        }
+        tail.iter().fold(sum_of(sum8), |sum, &v| {
+            sum + exp2((v - max) * std::f32::consts::LOG2_E)
+        })
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub fn exp2_row(row: &mut [f32]) -> f32 {
+        let max = self::max(row);
+        let (body, tail) = row.split_at_mut(row.len() / 8 * 8);
         let (max8, mut sum8) = (_mm256_set1_ps(max), _mm256_setzero_ps());
         for chunk in body.chunks_exact_mut(8) {
             // SAFETY: the chunk holds 8 floats.
@@ -243,6 +303,33 @@ mod tests {
             sum += term / (2.0 * n + 1.0);
         }
         0.5 * x * (1.0 + sum * 2.0 / std::f64::consts::PI.sqrt())
+    }
+
+    #[test]
+    fn logsumexp_and_argmax_match_the_scalar_forms() {
+        let row: Vec<f32> = (0..51_865)
+            .map(|i| ((i * 7_919) % 10_007) as f32 * 0.003 - 20.0)
+            .collect();
+        let mut with_inf = row.clone();
+        with_inf[..100].fill(f32::NEG_INFINITY);
+        for values in [&row[..], &with_inf[..], &row[..13]] {
+            let top = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let want = top as f64
+                + values
+                    .iter()
+                    .map(|&v| ((v - top) as f64).exp())
+                    .sum::<f64>()
+                    .ln();
+            let got = logsumexp(values) as f64;
+            assert!(
+                (got - want).abs() < 1e-5 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+            let first_top = values.iter().position(|&v| v == top).unwrap();
+            assert_eq!(argmax(values), first_top);
+        }
+        assert_eq!(logsumexp(&[f32::NEG_INFINITY; 9]), f32::NEG_INFINITY);
+        assert_eq!(logsumexp(&[]), f32::NEG_INFINITY);
     }
 
     #[test]
