@@ -979,9 +979,7 @@ fn host_logits(logits: &Array) -> Result<Vec<f32>> {
 }
 
 fn softmax_at(logits: &[f32], index: usize) -> f32 {
-    let max = max(logits);
-    let total: f32 = logits.iter().map(|l| (l - max).exp()).sum();
-    (logits[index] - max).exp() / total
+    (logits[index] - logsumexp(logits)).exp()
 }
 
 fn log_softmax(logits: &[f32]) -> Vec<f32> {
