@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 use steno_engine::metrics::{registered, LATENCY_BUCKETS};
 
 pub struct Metrics {
@@ -35,6 +37,9 @@ pub struct LiveMetrics {
     /// Interim passes, by outcome (`decoded`, `skipped` when the engine was full,
     /// `dropped` when the turn ended first, `failed`).
     pub interim_passes: IntCounterVec,
+    /// Completed turns whose final pass read words already sent differently (the
+    /// transcript keeps the sent words: see `realtime::interim`).
+    pub revised_turns: IntCounter,
     /// From the end of a turn (speech stopped, or the commit) to its `completed` event.
     pub turn_latency: Histogram,
 }
@@ -70,6 +75,14 @@ impl LiveMetrics {
                 "steno_live_interim_passes_total",
                 "Interim passes over turns in progress, by outcome",
                 "outcome",
+            ),
+            revised_turns: registered(
+                registry,
+                IntCounter::new(
+                    "steno_live_revised_turns_total",
+                    "Completed live turns whose final pass read words already sent differently",
+                )
+                .expect("valid counter"),
             ),
             turn_latency: registered(
                 registry,

@@ -485,6 +485,11 @@ pub struct EnglishSet {
     pub audio_seconds: f64,
     pub live: (f64, f64),
     pub files: (f64, f64),
+    /// Turns whose final pass read words already sent differently.
+    pub revised_turns: f64,
+    /// The clips whose live text has more word edits than their file text: key,
+    /// reference, live text, file text, and the two edit counts.
+    pub worse_live: Vec<[String; 4]>,
 }
 
 fn english_set(server: &Server, o: &Options) -> EnglishSet {
@@ -494,8 +499,12 @@ fn english_set(server: &Server, o: &Options) -> EnglishSet {
         .collect();
     let references = || clips.iter().map(|c| c.reference.as_str());
     let started = Instant::now();
+    let before = server.metrics();
     let live = english_through_sessions(server, &clips, o.wer_sessions);
     let live_wall = started.elapsed().as_secs_f64();
+    let revised = "steno_live_revised_turns_total";
+    let revised_turns = prometheus::sum(&server.metrics(), revised).unwrap_or(0.0)
+        - prometheus::sum(&before, revised).unwrap_or(0.0);
     let started = Instant::now();
     let files = english_as_files(server, &clips, o.wer_sessions);
     let files_wall = started.elapsed().as_secs_f64();
@@ -504,7 +513,32 @@ fn english_set(server: &Server, o: &Options) -> EnglishSet {
         audio_seconds: clips.iter().map(Clip::seconds).sum(),
         live: (wer::corpus_wer(references().zip(&live)), live_wall),
         files: (wer::corpus_wer(references().zip(&files)), files_wall),
+        revised_turns,
+        worse_live: worse_live(&clips, &live, &files),
     }
+}
+
+/// The clips whose live text has more word edits than their file text.
+fn worse_live(clips: &[Clip], live: &[String], files: &[String]) -> Vec<[String; 4]> {
+    let edits = |clip: &Clip, text: &str| wer::stats(&clip.reference, text).edits();
+    clips
+        .iter()
+        .zip(live.iter().zip(files))
+        .filter(|(clip, (l, f))| edits(clip, l) > edits(clip, f))
+        .map(|(clip, (l, f))| {
+            [
+                format!(
+                    "{} ({} vs {} edits)",
+                    clip.speech_key(),
+                    edits(clip, l),
+                    edits(clip, f)
+                ),
+                clip.reference.clone(),
+                l.clone(),
+                f.clone(),
+            ]
+        })
+        .collect()
 }
 
 /// Runs the latency levels and the English set on one server; the Markdown report.
@@ -624,7 +658,8 @@ fn render(o: &Options, levels: &[Level], english: Option<&EnglishSet>) -> String
             "\n## The English set through live sessions\n\n{} clips ({:.1} min), spread over {} \
              sessions, each clip streamed as fast as the socket takes it then its turns \
              awaited; the same clips as files, {} at a time.\n\n| path | WER | wall s |\n|---|---:|---:|\n\
-             | live sessions | {:.2} % | {:.0} |\n| files | {:.2} % | {:.0} |\n\nLive − files: {:+.2} points.",
+             | live sessions | {:.2} % | {:.0} |\n| files | {:.2} % | {:.0} |\n\nLive − files: {:+.2} points; \
+             {} turn(s) revised sent words.",
             e.clips,
             e.audio_seconds / 60.0,
             o.wer_sessions,
@@ -634,7 +669,19 @@ fn render(o: &Options, levels: &[Level], english: Option<&EnglishSet>) -> String
             100.0 * e.files.0,
             e.files.1,
             100.0 * (e.live.0 - e.files.0),
+            e.revised_turns,
         );
+        let _ = writeln!(
+            s,
+            "\n{} clip(s) read worse live than as files:\n",
+            e.worse_live.len()
+        );
+        for [key, reference, live, file] in &e.worse_live {
+            let _ = writeln!(
+                s,
+                "* {key}\n  * reference: {reference}\n  * live: {live}\n  * file: {file}"
+            );
+        }
     }
     s
 }

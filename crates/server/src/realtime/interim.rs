@@ -2,10 +2,16 @@
 //! re-decodes the growing turn; the words two consecutive passes agree on (all but
 //! the newest pass's last word, which the audio may cut mid-way) are sent as deltas,
 //! and a delta is never retracted. At commit the final pass's words past those sent
-//! are the last delta.
+//! are the last delta, and the turn's transcript is what all its deltas add up to.
 //!
 //! Words are whitespace-separated pieces of Whisper's text and are compared exactly
 //! (a word whose punctuation changed is not agreed yet).
+//!
+//! Two passes can still agree on a word the whole turn's audio reads differently (the
+//! end of a pass is cut mid-speech). The final pass then does not start with the sent
+//! words; its words are aligned with them (fewest word edits) and the last delta is
+//! what follows the last sent word, so the deltas still add up to the transcript, as
+//! OpenAI's do.
 
 use steno_whisper::TokenLogprob;
 
@@ -16,6 +22,8 @@ pub struct StablePrefix {
     previous: Vec<String>,
     /// The words sent so far.
     sent: Vec<String>,
+    /// The tokens that carried them, where the passes had logprobs.
+    sent_logprobs: Vec<TokenLogprob>,
 }
 
 /// New text to send, with the log-probabilities of the tokens that carry it.
@@ -23,6 +31,17 @@ pub struct StablePrefix {
 pub struct Delta {
     pub text: String,
     pub logprobs: Option<Vec<TokenLogprob>>,
+}
+
+/// The end of a turn: its last delta and the transcript all its deltas add up to.
+#[derive(Debug, PartialEq)]
+pub struct Finished {
+    pub delta: Option<Delta>,
+    pub transcript: String,
+    /// The tokens of every delta, where the final pass had logprobs.
+    pub logprobs: Option<Vec<TokenLogprob>>,
+    /// Whether the final pass read words already sent differently.
+    pub revised: bool,
 }
 
 impl StablePrefix {
@@ -41,47 +60,86 @@ impl StablePrefix {
         if !extends_sent || agreed <= self.sent.len() {
             return None;
         }
-        Some(self.send(&words, agreed, logprobs))
+        Some(self.send(&words, self.sent.len(), agreed, logprobs))
     }
 
-    /// Takes the final text of the turn; returns the words past those sent. The final
-    /// text normally starts with them; where it does not, the words past as many as
-    /// were sent are the rest (a delta already sent is never taken back).
-    pub fn finish(&mut self, text: &str, logprobs: Option<&[TokenLogprob]>) -> Option<Delta> {
+    /// Takes the final text of the turn; returns the words past those sent (see the
+    /// module's note for a final text that does not start with them) and the transcript.
+    pub fn finish(&mut self, text: &str, logprobs: Option<&[TokenLogprob]>) -> Finished {
         let words = words(text);
-        if words.len() <= self.sent.len() {
-            return None;
+        let revised = !words.starts_with(&self.sent);
+        let from = resume_after(&self.sent, &words);
+        let delta = (from < words.len()).then(|| self.send(&words, from, words.len(), logprobs));
+        Finished {
+            delta,
+            transcript: self.sent(),
+            logprobs: logprobs.map(|_| self.sent_logprobs.clone()),
+            revised,
         }
-        Some(self.send(&words, words.len(), logprobs))
     }
 
     /// The words sent so far, as one text.
-    pub fn sent(&self) -> String {
+    fn sent(&self) -> String {
         self.sent.join(" ")
     }
 
-    fn send(&mut self, words: &[String], upto: usize, logprobs: Option<&[TokenLogprob]>) -> Delta {
-        let from = self.sent.len();
+    /// Sends `words[from..upto]`, the words of a pass whose tokens are `logprobs`.
+    fn send(
+        &mut self,
+        words: &[String],
+        from: usize,
+        upto: usize,
+        logprobs: Option<&[TokenLogprob]>,
+    ) -> Delta {
         let mut text = words[from..upto].join(" ");
-        if from > 0 {
+        if !self.sent.is_empty() {
             text.insert(0, ' ');
         }
         self.sent.extend_from_slice(&words[from..upto]);
-        Delta {
-            text,
-            logprobs: logprobs.map(|tokens| tokens_of_words(tokens, from, upto)),
+        let logprobs = logprobs.map(|tokens| tokens_of_words(tokens, from, upto));
+        if let Some(tokens) = &logprobs {
+            self.sent_logprobs.extend_from_slice(tokens);
+        }
+        Delta { text, logprobs }
+    }
+}
+
+/// Where `final_words` go on past `sent`: the end of the prefix of `final_words` that
+/// `sent` turns into with the fewest word edits (on ties the longer prefix, so no
+/// word is sent twice).
+fn resume_after(sent: &[String], final_words: &[String]) -> usize {
+    if final_words.starts_with(sent) {
+        return sent.len();
+    }
+    let same = |a: &str, b: &str| comparable(a) == comparable(b);
+    // edits[j]: word edits between the sent words so far and final_words[..j].
+    let mut edits: Vec<usize> = (0..=final_words.len()).collect();
+    for (i, word) in sent.iter().enumerate() {
+        let mut diagonal = edits[0];
+        edits[0] = i + 1;
+        for (j, other) in final_words.iter().enumerate() {
+            let substitute = diagonal + usize::from(!same(word, other));
+            diagonal = edits[j + 1];
+            edits[j + 1] = substitute.min(edits[j] + 1).min(diagonal + 1);
         }
     }
+    (0..=final_words.len())
+        .rev()
+        .min_by_key(|&j| edits[j])
+        .unwrap_or(0)
+}
+
+/// A word as the alignment compares it: lower case, letters and digits only.
+fn comparable(word: &str) -> String {
+    word.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// The words of `text`, as Steno sends them (one space between words).
 pub fn words(text: &str) -> Vec<String> {
     text.split_whitespace().map(str::to_string).collect()
-}
-
-/// `text` with its whitespace made single spaces (what the deltas add up to).
-pub fn tidy(text: &str) -> String {
-    words(text).join(" ")
 }
 
 /// The tokens whose text overlaps words `from..upto` of the tokens' joined text.
@@ -144,17 +202,40 @@ mod tests {
             .interim(" And so my fellow Americans, ask not", None)
             .unwrap();
         assert_eq!(d.text, " fellow Americans, ask");
-        let rest = prefix
-            .finish(
-                " And so my fellow Americans, ask not what your country",
-                None,
-            )
-            .unwrap();
-        assert_eq!(rest.text, " not what your country");
+        let end = prefix.finish(
+            " And so my fellow Americans, ask not what your country",
+            None,
+        );
+        assert_eq!(end.delta.unwrap().text, " not what your country");
         assert_eq!(
-            prefix.sent(),
+            end.transcript,
             "And so my fellow Americans, ask not what your country"
         );
+        assert!(!end.revised);
+    }
+
+    #[test]
+    fn a_final_pass_that_reads_sent_words_differently_goes_on_after_them() {
+        let mut prefix = StablePrefix::default();
+        prefix.interim("And so am I fellow Ameri", None);
+        prefix.interim("And so am I fellow Americans", None);
+        let end = prefix.finish("And so my fellow Americans, ask not", None);
+        assert_eq!(end.delta.unwrap().text, " Americans, ask not");
+        assert_eq!(end.transcript, "And so am I fellow Americans, ask not");
+        assert!(end.revised);
+        // Ties go to the longer prefix: "c" read as "x" is not sent again.
+        let mut prefix = StablePrefix::default();
+        prefix.interim("a b c d", None);
+        prefix.interim("a b c d", None);
+        let end = prefix.finish("a B x e f", None);
+        assert_eq!(end.delta.unwrap().text, " e f");
+        // A final pass shorter than the sent words adds nothing.
+        let mut prefix = StablePrefix::default();
+        prefix.interim("a b c d", None);
+        prefix.interim("a b c d", None);
+        let end = prefix.finish("a", None);
+        assert_eq!(end.delta, None);
+        assert_eq!(end.transcript, "a b c");
     }
 
     #[test]
@@ -163,8 +244,8 @@ mod tests {
         assert_eq!(prefix.interim("one two", None), None);
         assert_eq!(prefix.interim("one two", None).unwrap().text, "one");
         assert_eq!(prefix.interim("one two", None), None);
-        assert_eq!(prefix.finish("one two", None).unwrap().text, " two");
-        assert_eq!(prefix.finish("one two", None), None);
+        assert_eq!(prefix.finish("one two", None).delta.unwrap().text, " two");
+        assert_eq!(prefix.finish("one two", None).delta, None);
     }
 
     #[test]
@@ -187,14 +268,11 @@ mod tests {
             .map(|t| t.token.as_str())
             .collect();
         assert_eq!(got, [" And", " so", " my"]);
-        let rest = prefix.finish(" And so my fellow", Some(&tokens)).unwrap();
-        let got: Vec<&str> = rest
-            .logprobs
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|t| t.token.as_str())
-            .collect();
-        assert_eq!(got, [" fel", "low"]);
+        let end = prefix.finish(" And so my fellow", Some(&tokens));
+        let names = |tokens: Option<Vec<TokenLogprob>>| -> Vec<String> {
+            tokens.unwrap().into_iter().map(|t| t.token).collect()
+        };
+        assert_eq!(names(end.delta.unwrap().logprobs), [" fel", "low"]);
+        assert_eq!(names(end.logprobs), [" And", " so", " my", " fel", "low"]);
     }
 }

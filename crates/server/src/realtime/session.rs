@@ -667,17 +667,17 @@ impl Session {
         } = done;
         match reply {
             Ok(reply) => {
-                let text = interim::tidy(&reply.transcript.text);
-                if let Some(delta) = prefix.finish(&text, reply.logprobs.as_deref()) {
+                let end = prefix.finish(&reply.transcript.text, reply.logprobs.as_deref());
+                if let Some(delta) = end.delta {
                     out.send(delta_event(&item_id, delta));
                 }
                 let mut completed = json!({
                     "item_id": item_id,
                     "content_index": 0,
-                    "transcript": text,
+                    "transcript": end.transcript,
                     "usage": crate::api::Usage::duration(seconds),
                 });
-                if let Some(logprobs) = crate::api::Logprob::list(reply.logprobs) {
+                if let Some(logprobs) = crate::api::Logprob::list(end.logprobs) {
                     completed["logprobs"] = json!(logprobs);
                 }
                 out.send(event(
@@ -685,6 +685,9 @@ impl Session {
                     completed,
                 ));
                 live.turns.with_label_values(&["completed"]).inc();
+                if end.revised {
+                    live.revised_turns.inc();
+                }
                 live.turn_latency.observe(ended.elapsed().as_secs_f64());
             }
             Err(e) => {
