@@ -23,6 +23,7 @@ use mlx_rs::{Array, Dtype};
 use crate::beam::{self, BeamGroup, Candidate, Search};
 use crate::cpu::simd::{argmax, logsumexp, max};
 use crate::error::{Result, WhisperError};
+use crate::host_logits::{HostLogits, LogitRows};
 use crate::model::{drop_cache_prefix, CompiledStep, LayerCache, TextDecoder, WhisperModel};
 
 /// Opaque identifier the caller gives a row.
@@ -333,6 +334,7 @@ impl Batch {
         let picks = prefill.logit_positions(&initial, &sot_indices);
         let picked = flat.take_axis(Array::from_slice(&picks, &[2 * n as i32]), 0)?;
         let logits = model.decoder.host_logits(&picked)?;
+        let logits = logits.rows();
         let vocab = logits.len() / (2 * n);
 
         for spec in &specs {
@@ -343,7 +345,7 @@ impl Batch {
         let new_rows: Vec<ActiveRow> = specs
             .into_iter()
             .enumerate()
-            .map(|(i, spec)| ActiveRow::new(spec, &logits[(n + i) * vocab..(n + i + 1) * vocab]))
+            .map(|(i, spec)| ActiveRow::new(spec, &logits.row(n + i, vocab)))
             .collect();
         let first = self.rows.len();
         if self.kind == StepKind::Dynamic {
@@ -351,7 +353,7 @@ impl Batch {
         } else {
             self.merge_static(new_rows, caches, longest)?;
         }
-        self.advance_rows(first, &logits[..n * vocab])
+        self.advance_rows(first, logits, vocab)
     }
 
     /// Adds new rows' caches (right-aligned, `longest` long) to static caches: each row
@@ -470,17 +472,23 @@ impl Batch {
             StepKind::Dynamic => self.dynamic_logits(model)?,
             StepKind::Static | StepKind::Compiled => self.static_logits(model)?,
         };
-        self.advance_rows(0, &logits)
+        let logits = logits.rows();
+        let vocab = logits.len() / self.rows.len();
+        self.advance_rows(0, logits, vocab)
     }
 
     /// Samples the next token of the rows from `first` on (row `first + i` from the
-    /// `i`-th vocabulary-sized slice of `logits`; the rows before `first` wait), a group's
+    /// `i`-th row of `logits`; the rows before `first` wait), a group's
     /// rows choosing together; then keeps the rows that go on, their caches gathered
     /// into place ([`Self::gather_caches`]). Returns the rows and groups that finished.
-    fn advance_rows(&mut self, first: usize, logits: &[f32]) -> Result<Vec<RowOutcome>> {
+    fn advance_rows(
+        &mut self,
+        first: usize,
+        logits: LogitRows,
+        vocab: usize,
+    ) -> Result<Vec<RowOutcome>> {
         let old_len = self.rows.len();
         let old_ids: Vec<RowId> = self.rows.iter().map(|r| r.id).collect();
-        let vocab = logits.len() / (old_len - first).max(1);
         let mut next: Vec<(usize, ActiveRow)> = Vec::with_capacity(old_len);
         let mut units: Vec<Vec<(usize, ActiveRow)>> = Vec::new();
         for (i, row) in std::mem::take(&mut self.rows).into_iter().enumerate() {
@@ -492,7 +500,7 @@ impl Batch {
                 _ => units.push(vec![(i, row)]),
             }
         }
-        let logits_of = |i: usize| &logits[(i - first) * vocab..(i - first + 1) * vocab];
+        let logits_of = |i: usize| logits.row(i - first, vocab);
         let work: Vec<_> = units
             .into_iter()
             .map(|unit| {
@@ -532,7 +540,7 @@ impl Batch {
     }
 
     /// One step over dynamic caches: each row's logits, `[rows · vocab]` on the host.
-    fn dynamic_logits(&mut self, model: &WhisperModel) -> Result<Vec<f32>> {
+    fn dynamic_logits(&mut self, model: &WhisperModel) -> Result<HostLogits> {
         let b = self.rows.len();
         let tokens: Vec<i32> = self.rows.iter().map(|r| r.pending as i32).collect();
         let positions: Vec<i32> = self
@@ -563,7 +571,7 @@ impl Batch {
     /// One step over static caches, compiled or not: each row's logits, `[rows · vocab]`
     /// on the host. The old caches are moved into the step, so that MLX writes the new
     /// keys into their buffers rather than into copies.
-    fn static_logits(&mut self, model: &WhisperModel) -> Result<Vec<f32>> {
+    fn static_logits(&mut self, model: &WhisperModel) -> Result<HostLogits> {
         let (b, bucket) = (self.rows.len(), self.caches[0].self_keys.shape()[0]);
         let mut tokens = vec![0i32; bucket as usize];
         let mut positions = vec![0i32; bucket as usize];
@@ -604,7 +612,7 @@ impl Batch {
                 cross_values: inputs.next().expect("four arrays a layer"),
             });
         }
-        host_logits(&logits.try_index(..b as i32)?)
+        HostLogits::evaluate(&logits.try_index(..b as i32)?)
     }
 
     /// Drops a row (its request went away). Returns whether it was present.
@@ -755,10 +763,10 @@ impl Group {
         }
     }
 
-    fn advance<'a>(
+    fn advance(
         self,
         unit: Vec<(usize, ActiveRow)>,
-        logits_of: &impl Fn(usize) -> &'a [f32],
+        logits_of: &impl Fn(usize) -> Vec<f32>,
     ) -> Advanced {
         match self {
             Group::BestOf {
@@ -772,14 +780,14 @@ impl Group {
 }
 
 /// A row on its own: samples one token.
-fn advance_single<'a>(
+fn advance_single(
     unit: Vec<(usize, ActiveRow)>,
-    logits_of: &impl Fn(usize) -> &'a [f32],
+    logits_of: &impl Fn(usize) -> Vec<f32>,
 ) -> Advanced {
     let mut rows = Vec::new();
     let mut outcome = None;
     for (i, mut row) in unit {
-        advance(&mut row, &mut logits_of(i).to_vec());
+        advance(&mut row, &mut logits_of(i));
         match row.finished {
             Some(_) => outcome = Some(row.outcome()),
             None => rows.push((i, row)),
@@ -806,12 +814,12 @@ fn candidate(row: ActiveRow) -> Candidate<ActiveRow> {
 /// Best of `n`: a group just admitted is one row and forks into `n` (the same caches,
 /// each its own random numbers); each row samples on its own, and once all have finished
 /// the best-ranked is the window's outcome.
-fn advance_best_of<'a>(
+fn advance_best_of(
     mut unit: Vec<(usize, ActiveRow)>,
     n: usize,
     length_penalty: Option<f32>,
     mut finished: Vec<Candidate<ActiveRow>>,
-    logits_of: &impl Fn(usize) -> &'a [f32],
+    logits_of: &impl Fn(usize) -> Vec<f32>,
 ) -> Advanced {
     let (source, template) = (unit[0].0, unit[0].1.clone());
     for k in unit.len() + finished.len()..n {
@@ -821,7 +829,7 @@ fn advance_best_of<'a>(
     }
     let mut rows = Vec::new();
     for (i, mut row) in unit {
-        advance(&mut row, &mut logits_of(i).to_vec());
+        advance(&mut row, &mut logits_of(i));
         match row.finished {
             Some(_) => finished.push(candidate(row)),
             None => rows.push((i, row)),
@@ -854,15 +862,15 @@ fn advance_best_of<'a>(
 /// finished (patience), or when its likeliest live beam stops (the length limit, or
 /// degenerate), and the winner is the window's outcome. A live beam that stops
 /// while a likelier one goes on is dropped.
-fn advance_beam<'a>(
+fn advance_beam(
     unit: Vec<(usize, ActiveRow)>,
     mut group: BeamGroup<ActiveRow>,
-    logits_of: &impl Fn(usize) -> &'a [f32],
+    logits_of: &impl Fn(usize) -> Vec<f32>,
 ) -> Advanced {
     let logprobs: Vec<Vec<f32>> = unit
         .iter()
         .map(|(i, row)| {
-            let mut logits = logits_of(*i).to_vec();
+            let mut logits = logits_of(*i);
             apply_rules(&row.rules, row.sampled(), &mut logits);
             log_softmax(&logits)
         })
@@ -969,13 +977,6 @@ fn left_pad(cache: &Array, by: usize) -> Result<Array> {
     let s = cache.shape();
     let zeros = ops::zeros_dtype(&[s[0], s[1], by as i32, s[3]], cache.dtype())?;
     Ok(ops::concatenate(&[&zeros, cache], 2)?)
-}
-
-/// Evaluates logits and copies them to the host as f32.
-fn host_logits(logits: &Array) -> Result<Vec<f32>> {
-    let logits = logits.as_dtype(Dtype::Float32)?;
-    logits.eval()?;
-    Ok(logits.as_slice::<f32>().to_vec())
 }
 
 fn softmax_at(logits: &[f32], index: usize) -> f32 {

@@ -13,6 +13,7 @@ pub mod ct2;
 pub mod decoding;
 mod encode;
 pub mod error;
+pub mod host_logits;
 pub mod hub;
 pub mod keywords;
 pub mod load;

@@ -15,6 +15,7 @@ use mlx_rs::{Array, Dtype};
 
 use crate::config::ModelDims;
 use crate::error::{Result, WhisperError};
+use crate::host_logits::HostLogits;
 use crate::runtime::stage;
 
 /// Weights by canonical (OpenAI) parameter name.
@@ -725,22 +726,20 @@ impl TextDecoder {
         Ok(self.token_embedding.matmul(hidden.t())?.t().contiguous()?)
     }
 
-    /// [`TextDecoder::logits`] of `[rows, state]`, as f32 on the host, row after row:
-    /// [`crate::cpu::logits`] where the CPU kernels run, else MLX's product, copied.
-    pub fn host_logits(&self, hidden: &Array) -> Result<Vec<f32>> {
+    /// [`TextDecoder::logits`] of `[rows, state]` on the host: [`crate::cpu::logits`]
+    /// where the CPU kernels run, else MLX's product in its own precision.
+    pub fn host_logits(&self, hidden: &Array) -> Result<HostLogits> {
         if crate::cpu::runs(hidden) && crate::cpu::runs(&self.token_embedding) {
             hidden.eval()?;
             let state = self.token_embedding.shape()[1] as usize;
             let embedding = self.token_embedding.as_slice::<f32>();
-            return Ok(crate::cpu::logits::logits(
+            return Ok(HostLogits::F32(crate::cpu::logits::logits(
                 embedding,
                 hidden.as_slice(),
                 state,
-            ));
+            )));
         }
-        let logits = self.logits(hidden)?.as_dtype(Dtype::Float32)?;
-        logits.eval()?;
-        Ok(logits.as_slice::<f32>().to_vec())
+        HostLogits::evaluate(&self.logits(hidden)?)
     }
 
     /// Cross-attention weights of every layer for a full token sequence (no cache),
