@@ -8,6 +8,7 @@
 //! transpose flag rather than a copy.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::ops::{self, indexing::TryIndexOp};
@@ -618,6 +619,9 @@ pub struct LayerCache {
 
 pub struct TextDecoder {
     token_embedding: Array,
+    /// The token embedding as f16 for the CPU kernels' logits, made on first use where
+    /// that is exact (`None` where it is not).
+    half_embedding: Arc<OnceLock<Option<Vec<half::f16>>>>,
     positional: Array,
     blocks: Vec<DecoderBlock>,
     ln: LayerNorm,
@@ -645,6 +649,7 @@ impl TextDecoder {
             .collect::<Result<_>>()?;
         Ok(Self {
             token_embedding: w.embedding("decoder.token_embedding.weight", dims.n_vocab, state)?,
+            half_embedding: Arc::default(),
             positional: w.take("decoder.positional_embedding", &[dims.n_text_ctx, state])?,
             blocks,
             ln: w.layer_norm("decoder.ln", state)?,
@@ -733,11 +738,13 @@ impl TextDecoder {
             hidden.eval()?;
             let state = self.token_embedding.shape()[1] as usize;
             let embedding = self.token_embedding.as_slice::<f32>();
-            return Ok(HostLogits::F32(crate::cpu::logits::logits(
-                embedding,
-                hidden.as_slice(),
-                state,
-            )));
+            let half = self
+                .half_embedding
+                .get_or_init(|| crate::cpu::logits::exact_f16(embedding));
+            return Ok(HostLogits::F32(match half {
+                Some(half) => crate::cpu::logits::logits_f16(half, hidden.as_slice(), state),
+                None => crate::cpu::logits::logits(embedding, hidden.as_slice(), state),
+            }));
         }
         HostLogits::evaluate(&self.logits(hidden)?)
     }
