@@ -741,9 +741,12 @@ impl TextDecoder {
             let half = self
                 .half_embedding
                 .get_or_init(|| crate::cpu::logits::exact_f16(embedding));
+            let rows = hidden.size() / state;
             return Ok(HostLogits::F32(match half {
-                Some(half) => crate::cpu::logits::logits_f16(half, hidden.as_slice(), state),
-                None => crate::cpu::logits::logits(embedding, hidden.as_slice(), state),
+                Some(half) if rows <= crate::cpu::logits::MAX_F16_ROWS => {
+                    crate::cpu::logits::logits_f16(half, hidden.as_slice(), state)
+                }
+                _ => crate::cpu::logits::logits(embedding, hidden.as_slice(), state),
             }));
         }
         HostLogits::evaluate(&self.logits(hidden)?)
