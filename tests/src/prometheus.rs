@@ -110,6 +110,12 @@ pub fn sum(text: &str, name: &str) -> Option<f64> {
     (!samples.is_empty()).then(|| samples.iter().map(|s| s.value).sum())
 }
 
+/// How much [`sum`] of `name` grew from the snapshot `before` to `after` (an absent
+/// metric counts as 0).
+pub fn increase(before: &str, after: &str, name: &str) -> f64 {
+    sum(after, name).unwrap_or(0.0) - sum(before, name).unwrap_or(0.0)
+}
+
 /// A histogram's observations: (count of observations ≤ `le`, total count), each summed
 /// over the histogram's other labels. `None` when the histogram or that bucket is absent.
 pub fn histogram_at_most(text: &str, name: &str, le: f64) -> Option<(f64, f64)> {

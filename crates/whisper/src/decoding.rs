@@ -335,7 +335,6 @@ impl Batch {
         let picked = flat.take_axis(Array::from_slice(&picks, &[2 * n as i32]), 0)?;
         let logits = model.decoder.host_logits(&picked)?;
         let logits = logits.rows();
-        let vocab = logits.len() / (2 * n);
 
         for spec in &specs {
             if let Some(group) = Group::new(spec.search) {
@@ -345,7 +344,7 @@ impl Batch {
         let new_rows: Vec<ActiveRow> = specs
             .into_iter()
             .enumerate()
-            .map(|(i, spec)| ActiveRow::new(spec, &logits.row(n + i, vocab)))
+            .map(|(i, spec)| ActiveRow::new(spec, &logits.row(n + i)))
             .collect();
         let first = self.rows.len();
         if self.kind == StepKind::Dynamic {
@@ -353,7 +352,7 @@ impl Batch {
         } else {
             self.merge_static(new_rows, caches, longest)?;
         }
-        self.advance_rows(first, logits, vocab)
+        self.advance_rows(first, logits)
     }
 
     /// Adds new rows' caches (right-aligned, `longest` long) to static caches: each row
@@ -472,21 +471,14 @@ impl Batch {
             StepKind::Dynamic => self.dynamic_logits(model)?,
             StepKind::Static | StepKind::Compiled => self.static_logits(model)?,
         };
-        let logits = logits.rows();
-        let vocab = logits.len() / self.rows.len();
-        self.advance_rows(0, logits, vocab)
+        self.advance_rows(0, logits.rows())
     }
 
     /// Samples the next token of the rows from `first` on (row `first + i` from the
     /// `i`-th row of `logits`; the rows before `first` wait), a group's
     /// rows choosing together; then keeps the rows that go on, their caches gathered
     /// into place ([`Self::gather_caches`]). Returns the rows and groups that finished.
-    fn advance_rows(
-        &mut self,
-        first: usize,
-        logits: LogitRows,
-        vocab: usize,
-    ) -> Result<Vec<RowOutcome>> {
+    fn advance_rows(&mut self, first: usize, logits: LogitRows) -> Result<Vec<RowOutcome>> {
         let old_len = self.rows.len();
         let old_ids: Vec<RowId> = self.rows.iter().map(|r| r.id).collect();
         let mut next: Vec<(usize, ActiveRow)> = Vec::with_capacity(old_len);
@@ -500,7 +492,7 @@ impl Batch {
                 _ => units.push(vec![(i, row)]),
             }
         }
-        let logits_of = |i: usize| logits.row(i - first, vocab);
+        let logits_of = |i: usize| logits.row(i - first);
         let work: Vec<_> = units
             .into_iter()
             .map(|unit| {

@@ -67,12 +67,11 @@ impl Whisper {
             .decoder
             .host_logits(&hidden.reshape(&[n, state])?)?;
         let logits = logits.rows();
-        let vocab = logits.len() / n as usize;
         let codes = self.tokenizer.all_language_codes();
         let tokens = self.tokenizer.all_language_tokens();
         Ok((0..n as usize)
             .map(|i| {
-                let row = logits.row(i, vocab);
+                let row = logits.row(i);
                 let max = tokens
                     .iter()
                     .map(|&t| row[t as usize])

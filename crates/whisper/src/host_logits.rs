@@ -10,15 +10,21 @@ use mlx_rs::{Array, Dtype};
 
 use crate::error::Result;
 
-/// The logits of a step: f32 values, or an evaluated MLX array of them.
+/// The logits of a step: f32 values `vocab` to a row, or an evaluated MLX array of them.
 pub enum HostLogits {
-    F32(Vec<f32>),
+    F32 { values: Vec<f32>, vocab: usize },
     Array(Array),
 }
 
 /// A view of [`HostLogits`] that threads can share.
 #[derive(Clone, Copy)]
-pub enum LogitRows<'a> {
+pub struct LogitRows<'a> {
+    values: Values<'a>,
+    vocab: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Values<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
     Bf16(&'a [bf16]),
@@ -38,37 +44,30 @@ impl HostLogits {
     /// The values, row after row.
     pub fn rows(&self) -> LogitRows<'_> {
         match self {
-            Self::F32(values) => LogitRows::F32(values),
-            Self::Array(a) => match a.dtype() {
-                Dtype::Float16 => LogitRows::F16(a.as_slice()),
-                Dtype::Bfloat16 => LogitRows::Bf16(a.as_slice()),
-                _ => LogitRows::F32(a.as_slice()),
+            Self::F32 { values, vocab } => LogitRows {
+                values: Values::F32(values),
+                vocab: *vocab,
+            },
+            Self::Array(a) => LogitRows {
+                values: match a.dtype() {
+                    Dtype::Float16 => Values::F16(a.as_slice()),
+                    Dtype::Bfloat16 => Values::Bf16(a.as_slice()),
+                    _ => Values::F32(a.as_slice()),
+                },
+                vocab: a.shape().last().map_or(0, |&v| v as usize),
             },
         }
     }
 }
 
 impl LogitRows<'_> {
-    /// Values in all.
-    pub fn len(&self) -> usize {
-        match self {
-            Self::F32(v) => v.len(),
-            Self::F16(v) => v.len(),
-            Self::Bf16(v) => v.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Row `i` of `vocab` values, as f32.
-    pub fn row(&self, i: usize, vocab: usize) -> Vec<f32> {
-        let span = i * vocab..(i + 1) * vocab;
-        match self {
-            Self::F32(v) => v[span].to_vec(),
-            Self::F16(v) => v[span].to_f32_vec(),
-            Self::Bf16(v) => v[span].to_f32_vec(),
+    /// Row `i`, as f32.
+    pub fn row(&self, i: usize) -> Vec<f32> {
+        let span = i * self.vocab..(i + 1) * self.vocab;
+        match self.values {
+            Values::F32(v) => v[span].to_vec(),
+            Values::F16(v) => v[span].to_f32_vec(),
+            Values::Bf16(v) => v[span].to_f32_vec(),
         }
     }
 }
@@ -83,8 +82,7 @@ mod tests {
         let array = Array::from_slice(&values, &[3, 4]);
         for dtype in [Dtype::Float32, Dtype::Float16, Dtype::Bfloat16] {
             let logits = HostLogits::evaluate(&array.as_dtype(dtype).unwrap()).unwrap();
-            let (rows, vocab) = (logits.rows(), 4);
-            assert_eq!(rows.len(), 12);
+            let rows = logits.rows();
             let expected = array
                 .as_dtype(dtype)
                 .unwrap()
@@ -92,11 +90,7 @@ mod tests {
                 .unwrap();
             let expected = expected.as_slice::<f32>();
             for i in 0..3 {
-                assert_eq!(
-                    rows.row(i, vocab),
-                    &expected[i * 4..(i + 1) * 4],
-                    "{dtype:?}"
-                );
+                assert_eq!(rows.row(i), &expected[i * 4..(i + 1) * 4], "{dtype:?}");
             }
         }
     }

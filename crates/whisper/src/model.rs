@@ -742,12 +742,14 @@ impl TextDecoder {
                 .half_embedding
                 .get_or_init(|| crate::cpu::logits::exact_f16(embedding));
             let rows = hidden.size() / state;
-            return Ok(HostLogits::F32(match half {
+            let values = match half {
                 Some(half) if rows <= crate::cpu::logits::MAX_F16_ROWS => {
                     crate::cpu::logits::logits_f16(half, hidden.as_slice(), state)
                 }
                 _ => crate::cpu::logits::logits(embedding, hidden.as_slice(), state),
-            }));
+            };
+            let vocab = embedding.len() / state;
+            return Ok(HostLogits::F32 { values, vocab });
         }
         HostLogits::evaluate(&self.logits(hidden)?)
     }

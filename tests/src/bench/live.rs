@@ -346,9 +346,7 @@ fn run_level(server: &Server, clips: &[(Clip, Vec<u8>)], o: &Options, sessions: 
 
 /// Mean of `steno_live_turn_latency_seconds` between two `/metrics` snapshots.
 fn server_mean(before: &str, after: &str) -> Option<f64> {
-    let delta = |name: &str| {
-        prometheus::sum(after, name).unwrap_or(0.0) - prometheus::sum(before, name).unwrap_or(0.0)
-    };
+    let delta = |name: &str| prometheus::increase(before, after, name);
     let count = delta("steno_live_turn_latency_seconds_count");
     (count > 0.0).then(|| delta("steno_live_turn_latency_seconds_sum") / count)
 }
@@ -487,8 +485,8 @@ pub struct EnglishSet {
     pub files: (f64, f64),
     /// Turns whose final pass read words already sent differently.
     pub revised_turns: f64,
-    /// The clips whose live text has more word edits than their file text: key,
-    /// reference, live text, file text, and the two edit counts.
+    /// The clips whose live text has more word edits than their file text: key with
+    /// the two edit counts, reference, live text, file text.
     pub worse_live: Vec<[String; 4]>,
 }
 
@@ -502,9 +500,8 @@ fn english_set(server: &Server, o: &Options) -> EnglishSet {
     let before = server.metrics();
     let live = english_through_sessions(server, &clips, o.wer_sessions);
     let live_wall = started.elapsed().as_secs_f64();
-    let revised = "steno_live_revised_turns_total";
-    let revised_turns = prometheus::sum(&server.metrics(), revised).unwrap_or(0.0)
-        - prometheus::sum(&before, revised).unwrap_or(0.0);
+    let revised_turns =
+        prometheus::increase(&before, &server.metrics(), "steno_live_revised_turns_total");
     let started = Instant::now();
     let files = english_as_files(server, &clips, o.wer_sessions);
     let files_wall = started.elapsed().as_secs_f64();
@@ -524,19 +521,16 @@ fn worse_live(clips: &[Clip], live: &[String], files: &[String]) -> Vec<[String;
     clips
         .iter()
         .zip(live.iter().zip(files))
-        .filter(|(clip, (l, f))| edits(clip, l) > edits(clip, f))
-        .map(|(clip, (l, f))| {
-            [
-                format!(
-                    "{} ({} vs {} edits)",
-                    clip.speech_key(),
-                    edits(clip, l),
-                    edits(clip, f)
-                ),
-                clip.reference.clone(),
-                l.clone(),
-                f.clone(),
-            ]
+        .filter_map(|(clip, (l, f))| {
+            let (live_edits, file_edits) = (edits(clip, l), edits(clip, f));
+            (live_edits > file_edits).then(|| {
+                [
+                    format!("{} ({live_edits} vs {file_edits} edits)", clip.speech_key()),
+                    clip.reference.clone(),
+                    l.clone(),
+                    f.clone(),
+                ]
+            })
         })
         .collect()
 }

@@ -82,9 +82,7 @@ struct WorkerDelta {
 }
 
 fn worker_delta(before: &str, after: &str) -> WorkerDelta {
-    let d = |name: &str| {
-        prometheus::sum(after, name).unwrap_or(0.0) - prometheus::sum(before, name).unwrap_or(0.0)
-    };
+    let d = |name: &str| prometheus::increase(before, after, name);
     WorkerDelta {
         tokens: d("steno_batch_rows_sum"),
         steps: d("steno_decoder_steps_total"),

@@ -68,7 +68,10 @@ impl StablePrefix {
     pub fn finish(&mut self, text: &str, logprobs: Option<&[TokenLogprob]>) -> Finished {
         let words = words(text);
         let revised = !words.starts_with(&self.sent);
-        let from = resume_after(&self.sent, &words);
+        let from = match revised {
+            true => resume_after(&self.sent, &words),
+            false => self.sent.len(),
+        };
         let delta = (from < words.len()).then(|| self.send(&words, from, words.len(), logprobs));
         Finished {
             delta,
@@ -108,9 +111,6 @@ impl StablePrefix {
 /// `sent` turns into with the fewest word edits (on ties the longer prefix, so no
 /// word is sent twice).
 fn resume_after(sent: &[String], final_words: &[String]) -> usize {
-    if final_words.starts_with(sent) {
-        return sent.len();
-    }
     let same = |a: &str, b: &str| comparable(a) == comparable(b);
     // edits[j]: word edits between the sent words so far and final_words[..j].
     let mut edits: Vec<usize> = (0..=final_words.len()).collect();

@@ -31,28 +31,48 @@ pub fn exact_f16(embedding: &[f32]) -> Option<Vec<f16>> {
 
 /// [`logits`] with the embedding in f16 (see [`exact_f16`]), f32 products and sums.
 pub fn logits_f16(embedding: &[f16], hidden: &[f32], state: usize) -> Vec<f32> {
-    let (vocab, rows) = (embedding.len() / state, hidden.len() / state);
-    assert!(vocab * state == embedding.len() && rows * state == hidden.len());
+    let vocab = embedding.len() / state;
+    assert!(vocab * state == embedding.len());
+    over_tokens(vocab, hidden, state, TILE_TOKENS, |from, to, out| {
+        let tokens = Tokens {
+            embedding: &embedding[from * state..to * state],
+            from,
+            vocab,
+            state,
+        };
+        // SAFETY: `over_tokens`'s promise is the one `Tokens::logits` asks for.
+        unsafe { tokens.logits(hidden, out) }
+    })
+}
+
+/// The `[rows, vocab]` output of `hidden` `[rows, state]`, its token columns split over
+/// the cores in ranges of a multiple of `align`: `work(from, to, out)` fills columns
+/// `from..to` of every row through `out` (the output's start), and no other call writes
+/// them. The columns are disjoint but strided, so the output is shared as an address
+/// rather than split into slices. The calling thread takes the last range.
+fn over_tokens(
+    vocab: usize,
+    hidden: &[f32],
+    state: usize,
+    align: usize,
+    work: impl Fn(usize, usize, *mut f32) + Sync,
+) -> Vec<f32> {
+    let rows = hidden.len() / state;
+    assert!(rows * state == hidden.len());
     let mut out = vec![0.0f32; rows * vocab];
     let threads = crate::runtime::cpu_threads().clamp(1, vocab.max(1));
-    let per_thread = vocab.div_ceil(threads).next_multiple_of(TILE_TOKENS);
+    let per_thread = vocab.div_ceil(threads).next_multiple_of(align).max(1);
     let out_at = out.as_mut_ptr() as usize;
     std::thread::scope(|scope| {
+        let work = &work;
         for from in (0..vocab).step_by(per_thread) {
             let to = (from + per_thread).min(vocab);
-            let tokens = Tokens {
-                embedding: &embedding[from * state..to * state],
-                from,
-                vocab,
-                state,
-            };
-            // SAFETY: this thread alone writes columns `from..to` of `out`'s `rows` rows,
-            // and `out` lives until the scope ends.
-            let work = move || unsafe { tokens.logits(hidden, out_at as *mut f32) };
+            // `out` outlives the scope; each range's columns are its own.
+            let range = move || work(from, to, out_at as *mut f32);
             if to < vocab {
-                scope.spawn(work);
+                scope.spawn(range);
             } else {
-                work();
+                range();
             }
         }
     });
@@ -145,48 +165,31 @@ fn horizontal_sum(v: std::arch::x86_64::__m256) -> f32 {
 
 /// `[rows, vocab]` logits of `hidden` `[rows, state]` against `embedding` `[vocab, state]`.
 pub fn logits(embedding: &[f32], hidden: &[f32], state: usize) -> Vec<f32> {
-    let (vocab, rows) = (embedding.len() / state, hidden.len() / state);
-    assert!(vocab * state == embedding.len() && rows * state == hidden.len());
-    let mut out = vec![0.0f32; rows * vocab];
-    let threads = crate::runtime::cpu_threads().clamp(1, vocab.max(1));
-    let per_thread = vocab.div_ceil(threads);
-    // Each thread writes the columns `from..to` of every row: disjoint, but strided, so
-    // the output is shared as an address rather than split into slices.
-    let out_at = out.as_mut_ptr() as usize;
-    std::thread::scope(|scope| {
-        for from in (0..vocab).step_by(per_thread) {
-            let to = (from + per_thread).min(vocab);
-            let work = move || {
-                // SAFETY: `E[from..to]` lies inside `embedding`, `hidden` is whole, and
-                // the destination `out[r·vocab + from..r·vocab + to]` for r < rows lies
-                // inside `out` (alive until the scope ends), written by this thread only.
-                unsafe {
-                    super::product(
-                        (to - from, rows, state),
-                        Strided {
-                            ptr: (out_at as *mut f32).add(from),
-                            row_stride: 1,
-                            col_stride: vocab,
-                        },
-                        Strided::rows(embedding.as_ptr().add(from * state), state),
-                        Strided {
-                            ptr: hidden.as_ptr(),
-                            row_stride: 1,
-                            col_stride: state,
-                        },
-                        1.0,
-                        false,
-                    )
-                }
-            };
-            if to < vocab {
-                scope.spawn(work);
-            } else {
-                work();
-            }
+    let vocab = embedding.len() / state;
+    assert!(vocab * state == embedding.len());
+    over_tokens(vocab, hidden, state, 1, |from, to, out| {
+        // SAFETY: `E[from..to]` lies inside `embedding`, `hidden` is whole, and the
+        // destination `out[r·vocab + from..r·vocab + to]` for every row r lies inside the
+        // output, written by this call only (`over_tokens`).
+        unsafe {
+            super::product(
+                (to - from, hidden.len() / state, state),
+                Strided {
+                    ptr: out.add(from),
+                    row_stride: 1,
+                    col_stride: vocab,
+                },
+                Strided::rows(embedding.as_ptr().add(from * state), state),
+                Strided {
+                    ptr: hidden.as_ptr(),
+                    row_stride: 1,
+                    col_stride: state,
+                },
+                1.0,
+                false,
+            )
         }
-    });
-    out
+    })
 }
 
 #[cfg(test)]
